@@ -1,0 +1,1 @@
+"""gpc: compose pretrained diffusion and flow-matching policies at test time."""

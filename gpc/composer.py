@@ -1,0 +1,205 @@
+"""The composed sampler: heterogeneous parents, one shared noise sample, one denoising loop.
+
+At every step of the working sampler, each parent is queried at its own equivalent noise level with the
+state rescaled into its own path (gpc.noise.align), its output is converted to the sampler's quantity
+through the (noise, action) pair (gpc.predictions), the operator combines all parents, and the
+sampler's own step advances the shared state. Rows are laid out as envs x weight candidates, candidate
+fastest, so K candidates for B observations cost one batched call per parent per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from gpc.noise import align
+from gpc.operators import Convex, WeightSchedule, as_schedules
+from gpc.parent import Encoding, Parent, repeat_rows
+from gpc.predictions import from_noise_and_action, to_noise_and_action
+from gpc.samplers import SamplerConfig, WorkingSampler
+
+
+class CompositionError(ValueError):
+    """Parents that cannot be composed, or weights that do not fit them."""
+
+
+@dataclass(frozen=True)
+class ChunkLayout:
+    """Where each parent's chunk sits on the composite chunk, aligned on the current control step."""
+
+    starts: tuple[int, ...]  # composite index of each parent's chunk index 0
+    length: int
+    action_start: int  # composite index of the current control step
+    n_action_steps: int
+
+    @classmethod
+    def of(cls, parents: Sequence[Parent], n_action_steps: int | None) -> "ChunkLayout":
+        current = max(p.spec.action_start for p in parents)
+        starts = tuple(current - p.spec.action_start for p in parents)
+        length = max(start + p.spec.horizon for start, p in zip(starts, parents))
+        executable = min(start + p.spec.horizon for start, p in zip(starts, parents)) - current
+        n = n_action_steps or min(p.spec.n_action_steps for p in parents)
+        if not 1 <= n <= executable:
+            raise CompositionError(f"n_action_steps={n} must be within 1..{executable} "
+                                   "(steps every parent predicts from the current one)")
+        return cls(starts, length, current, n)
+
+    def coverage(self, parents: Sequence[Parent]) -> torch.Tensor:
+        cover = torch.zeros(len(parents), self.length, dtype=torch.bool)
+        for i, (start, parent) in enumerate(zip(self.starts, parents)):
+            cover[i, start:start + parent.spec.horizon] = True
+        return cover
+
+
+def check_composable(parents: Sequence[Parent]) -> None:
+    """Raise CompositionError naming the first parent that does not fit the others."""
+    if not parents:
+        raise CompositionError("no parents to compose")
+    first = parents[0].spec
+    for parent in parents[1:]:
+        spec = parent.spec
+        if spec.action_dim != first.action_dim:
+            raise CompositionError(f"parent {spec.name!r} has action_dim {spec.action_dim}, "
+                                   f"parent {first.name!r} has {first.action_dim}")
+        if not spec.normalizer.allclose(first.normalizer):
+            raise CompositionError(f"parent {spec.name!r} normalizes actions differently from {first.name!r}; "
+                                   "composition needs one normalized action space")
+
+
+def make_generators(seeds: Sequence[int], n_candidates: int, common_noise: bool = True,
+                    device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per row (env b, candidate k). With common noise every candidate of an env draws the
+    same numbers, so candidates are compared on paired samples."""
+    generators = []
+    for seed in seeds:
+        for k in range(n_candidates):
+            g = torch.Generator(device=device)
+            g.manual_seed(int(seed) if common_noise else int(seed) * 1_000_003 + k)
+            generators.append(g)
+    return generators
+
+
+class Composer:
+    """Compose parents with convex weights under one working sampler."""
+
+    def __init__(self, parents: Sequence[Parent], sampler: SamplerConfig, n_action_steps: int | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        check_composable(parents)
+        self.parents = list(parents)
+        self.sampler = sampler
+        self.layout = ChunkLayout.of(self.parents, n_action_steps)
+        self.coverage = self.layout.coverage(self.parents)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.normalizer = self.parents[0].spec.normalizer
+
+    @property
+    def action_dim(self) -> int:
+        return self.parents[0].spec.action_dim
+
+    @property
+    def n_obs_steps(self) -> int:
+        """Observation history the caller must keep: the longest any parent needs."""
+        return max(p.spec.n_obs_steps for p in self.parents)
+
+    def candidates(self, weights) -> list[WeightSchedule]:
+        schedules = as_schedules(weights)
+        for k, schedule in enumerate(schedules):
+            try:
+                schedule.validate(len(self.parents), where=f"weight candidate {k}")
+            except ValueError as err:
+                raise CompositionError(str(err)) from None
+        return schedules
+
+    @torch.no_grad()
+    def encode(self, obs: Mapping[str, Any]) -> list[Encoding]:
+        """Run every parent's observation encoder once for this control step."""
+        return [parent.encode(obs) for parent in self.parents]
+
+    @torch.no_grad()
+    def sample(self, encodings: Sequence[Encoding], weights, generators: Sequence[torch.Generator],
+               inpaint: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Denoise one composite chunk per (env, candidate) row; returns (rows, L, D), normalized.
+
+        `generators` has one generator per row (see make_generators). `inpaint` = (mask, values) of shape
+        (rows, L, D): masked entries are overwritten with the given normalized values before every step
+        and at the end, as Diffusion Policy's inpainting conditioning does.
+        """
+        candidates = self.candidates(weights)
+        n_rows = len(generators)
+        if n_rows % len(candidates):
+            raise CompositionError(f"{n_rows} generators is not a multiple of {len(candidates)} candidates")
+        envs = n_rows // len(candidates)
+        encodings = [repeat_rows(e, len(candidates)) for e in encodings]
+        operator = Convex(candidates, self.coverage)
+        shape = (self.layout.length, self.action_dim)
+        x = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
+                         for g in generators])
+        sampler = WorkingSampler(self.sampler, self.device)
+        for step in sampler.steps():
+            if inpaint is not None:
+                x = torch.where(inpaint[0], inpaint[1], x)
+            weights_now = operator.weights(step.level.s, envs, self.dtype, self.device)
+            predictions = [self._predict_working(i, x, step, encodings[i]) if self._used(weights_now, i) else None
+                           for i in range(len(self.parents))]
+            x = sampler.step(operator.combine(predictions, weights_now), step, x, generators)
+        if inpaint is not None:
+            x = torch.where(inpaint[0], inpaint[1], x)
+        return x
+
+    @staticmethod
+    def _used(weights: torch.Tensor, i: int) -> bool:
+        return bool((weights[:, i] != 0).any())
+
+    def _predict_working(self, i: int, x: torch.Tensor, step, encoding: Encoding) -> torch.Tensor:
+        """Parent i's prediction, in the working sampler's quantity, on the composite chunk."""
+        parent, spec = self.parents[i], self.parents[i].spec
+        start = self.layout.starts[i]
+        x_own = x[:, start:start + spec.horizon]
+        timestep, scale, level = align(step.level, self.sampler.path, step.timestep, spec.path)
+        if scale != 1.0:
+            x_own = x_own * scale
+        t = torch.full((x.shape[0],), timestep, dtype=self.dtype, device=self.device)
+        output = parent.predict(x_own, t, encoding)
+        if spec.prediction_type == self.sampler.prediction_type and spec.path == self.sampler.path:
+            q = output  # same quantity on the same path: no conversion, so weight 1 is bit-exact
+        else:
+            sign = getattr(spec.path, "velocity_sign", 1.0)
+            e, a = to_noise_and_action(output, spec.prediction_type, x_own, level, sign)
+            e, a = _consistent_with_state(e, a, x[:, start:start + spec.horizon], step.level, level)
+            q = from_noise_and_action(e, a, self.sampler.prediction_type, step.level)
+        if spec.horizon == self.layout.length:
+            return q
+        padded = torch.zeros_like(x)
+        padded[:, start:start + spec.horizon] = q
+        return padded
+
+    @torch.no_grad()
+    def act(self, obs: Mapping[str, Any], weights, seeds: Sequence[int], common_noise: bool = True
+            ) -> torch.Tensor:
+        """Executable actions (envs, K, n_action_steps, action_dim) in the env's units, from one control
+        step's observations; one seed per env (its episode seed plus step, say)."""
+        candidates = self.candidates(weights)
+        generators = make_generators(seeds, len(candidates), common_noise, self.device)
+        chunk = self.sample(self.encode(obs), candidates, generators)
+        start = self.layout.action_start
+        actions = chunk[:, start:start + self.layout.n_action_steps]
+        actions = self.normalizer.unnormalize(actions)
+        return actions.reshape(len(seeds), len(candidates), *actions.shape[1:])
+
+
+def _consistent_with_state(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level, parent_level):
+    """Make a clamped parent's (e, a) consistent with the working state.
+
+    A parent whose schedule does not reach the working level (e.g. a VP schedule's smallest noise above
+    the sampler's last step) was queried at its nearest level. Near the clean end its action estimate is the
+    reliable half of the pair, near the noise end its noise estimate; the other half is re-derived from
+    `x = alpha a + sigma e` so that every working quantity gives the same composite.
+    """
+    if abs(parent_level.s - level.s) < 1e-9 or level.alpha == 0.0:  # at pure noise no action is implied
+        return e, a
+    if parent_level.s > level.s:
+        return (x - level.alpha * a) / level.sigma, a
+    return e, (x - level.sigma * e) / level.alpha

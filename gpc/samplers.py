@@ -1,0 +1,110 @@
+"""Working samplers: the one loop that advances the shared state, built on diffusers' schedulers.
+
+The composer hands each step a single (composite) model output in the sampler's own quantity, exactly as
+a single policy would, so DDPM, DDIM and flow Euler behave as their diffusers implementations do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from gpc.noise import FlowPath, Level, NoisePath, VPSchedule
+
+SAMPLERS = ("ddpm", "ddim", "flow_euler")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Which loop to run, on which path, for how many steps.
+
+    `prediction_type` is what the scheduler's `step` consumes: a diffusion prediction for DDPM/DDIM,
+    `velocity` (e - a, canonical flow time with noise at 1) for flow Euler.
+    """
+
+    name: str = "ddim"
+    num_inference_steps: int = 10
+    schedule: VPSchedule = field(default_factory=VPSchedule)
+    prediction_type: str = "epsilon"
+    clip_sample: bool = False
+    timestep_spacing: str = "leading"
+    eta: float = 0.0
+
+    def __post_init__(self):
+        if self.name not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {self.name!r}")
+        if self.num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {self.num_inference_steps}")
+        if self.name == "flow_euler":
+            object.__setattr__(self, "prediction_type", "velocity")
+        elif self.prediction_type not in ("epsilon", "sample", "v_prediction"):
+            raise ValueError(f"{self.name} sampler needs prediction_type epsilon, sample or v_prediction, "
+                             f"got {self.prediction_type!r}")
+        if self.name == "ddim" and self.num_inference_steps > self.schedule.num_train_timesteps:
+            raise ValueError("num_inference_steps exceeds the schedule's num_train_timesteps")
+
+    @property
+    def path(self) -> NoisePath:
+        return FlowPath() if self.name == "flow_euler" else self.schedule
+
+    @classmethod
+    def native(cls, path: NoisePath, prediction_type: str, num_inference_steps: int, **kwargs
+               ) -> "SamplerConfig":
+        """The sampler a parent on `path` runs alone: DDIM on its own schedule, or flow Euler."""
+        if isinstance(path, FlowPath):
+            return cls("flow_euler", num_inference_steps)
+        return cls("ddim", num_inference_steps, path, prediction_type, **kwargs)
+
+
+@dataclass(frozen=True)
+class Step:
+    scheduler_timestep: torch.Tensor  # what the diffusers scheduler's step() expects
+    timestep: float  # the same time in the sampler path's native units, for parents on that path
+    level: Level
+
+
+class WorkingSampler:
+    """One sampling run of a `SamplerConfig` (diffusers schedulers are stateful: one per run)."""
+
+    def __init__(self, config: SamplerConfig, device: torch.device | str = "cpu"):
+        self.config = config
+        self.path = config.path
+        if config.name == "flow_euler":
+            from diffusers import FlowMatchEulerDiscreteScheduler
+
+            self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000)
+            # Uniform steps from pure noise (s = 1) down to s = 1/N, as pi0 / LeRobot integrate.
+            grid = np.linspace(1.0, 0.0, config.num_inference_steps + 1)[:-1]
+            self.scheduler.set_timesteps(sigmas=grid, device=device)
+        else:
+            from diffusers import DDIMScheduler, DDPMScheduler
+
+            cls = DDPMScheduler if config.name == "ddpm" else DDIMScheduler
+            self.scheduler = cls(**config.schedule.scheduler_config(), prediction_type=config.prediction_type,
+                                 clip_sample=config.clip_sample, timestep_spacing=config.timestep_spacing)
+            self.scheduler.set_timesteps(config.num_inference_steps, device=device)
+
+    def steps(self) -> Iterator[Step]:
+        if self.config.name == "flow_euler":
+            for t, s in zip(self.scheduler.timesteps, self.scheduler.sigmas[:-1]):
+                yield Step(t, float(s), Level(1.0 - float(s), float(s)))
+        else:
+            for t in self.scheduler.timesteps:
+                yield Step(t, float(t), self.path.level(int(t)))
+
+    def step(self, model_output: torch.Tensor, step: Step, sample: torch.Tensor,
+             generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+        if self.config.name == "ddpm":
+            out = self.scheduler.step(model_output, step.scheduler_timestep, sample, generator=list(generators))
+        elif self.config.name == "ddim":
+            if self.config.eta > 0:
+                out = self.scheduler.step(model_output, step.scheduler_timestep, sample, eta=self.config.eta,
+                                          generator=list(generators))
+            else:
+                out = self.scheduler.step(model_output, step.scheduler_timestep, sample)
+        else:
+            out = self.scheduler.step(model_output, step.scheduler_timestep, sample)
+        return out.prev_sample
