@@ -120,20 +120,27 @@ class Composer:
 
     @torch.no_grad()
     def sample(self, encodings: Sequence[Encoding], weights, generators: Sequence[torch.Generator],
-               inpaint: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """Denoise one composite chunk per (env, candidate) row; returns (rows, L, D), normalized.
+               inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
+               row_candidates: Sequence[int] | None = None) -> torch.Tensor:
+        """Denoise one composite chunk per row; returns (rows, L, D), normalized.
 
-        `generators` has one generator per row (see make_generators). `inpaint` = (mask, values) of shape
-        (rows, L, D): masked entries are overwritten with the given normalized values before every step
-        and at the end, as Diffusion Policy's inpainting conditioning does.
+        By default the encodings hold one row per env and rows are envs x candidates, candidate fastest.
+        In a rollout, where every (env, candidate) pair has its own observation, the encodings hold one row
+        per pair and `row_candidates` names each row's candidate. `generators` has one generator per row
+        (see make_generators). `inpaint` = (mask, values) of shape (rows, L, D): masked entries are
+        overwritten with the given normalized values before every step and at the end, as Diffusion
+        Policy's inpainting conditioning does.
         """
         candidates = self.candidates(weights)
         n_rows = len(generators)
-        if n_rows % len(candidates):
-            raise CompositionError(f"{n_rows} generators is not a multiple of {len(candidates)} candidates")
-        envs = n_rows // len(candidates)
-        encodings = [repeat_rows(e, len(candidates)) for e in encodings]
-        operator = Convex(candidates, self.coverage)
+        if row_candidates is None:
+            if n_rows % len(candidates):
+                raise CompositionError(f"{n_rows} generators is not a multiple of {len(candidates)} candidates")
+            encodings = [repeat_rows(e, len(candidates)) for e in encodings]
+            row_candidates = list(range(len(candidates))) * (n_rows // len(candidates))
+        elif len(row_candidates) != n_rows:
+            raise CompositionError(f"{len(row_candidates)} row candidates for {n_rows} rows")
+        operator = Convex(candidates, self.coverage, torch.as_tensor(row_candidates, device=self.device))
         shape = (self.layout.length, self.action_dim)
         x = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
                          for g in generators])
@@ -141,7 +148,7 @@ class Composer:
         for step in sampler.steps():
             if inpaint is not None:
                 x = torch.where(inpaint[0], inpaint[1], x)
-            weights_now = operator.weights(step.level.s, envs, self.dtype, self.device)
+            weights_now = operator.weights(step.level.s, self.dtype, self.device)
             predictions = [self._predict_working(i, x, step, encodings[i]) if self._used(weights_now, i) else None
                            for i in range(len(self.parents))]
             x = sampler.step(operator.combine(predictions, weights_now), step, x, generators)
@@ -183,11 +190,13 @@ class Composer:
         step's observations; one seed per env (its episode seed plus step, say)."""
         candidates = self.candidates(weights)
         generators = make_generators(seeds, len(candidates), common_noise, self.device)
-        chunk = self.sample(self.encode(obs), candidates, generators)
-        start = self.layout.action_start
-        actions = chunk[:, start:start + self.layout.n_action_steps]
-        actions = self.normalizer.unnormalize(actions)
+        actions = self.executable(self.sample(self.encode(obs), candidates, generators))
         return actions.reshape(len(seeds), len(candidates), *actions.shape[1:])
+
+    def executable(self, chunk: torch.Tensor) -> torch.Tensor:
+        """The actions to execute now, in the env's units, from normalized composite chunks (rows, L, D)."""
+        start = self.layout.action_start
+        return self.normalizer.unnormalize(chunk[:, start:start + self.layout.n_action_steps])
 
 
 def _consistent_with_state(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level, parent_level):

@@ -66,15 +66,16 @@ class Convex:
     """`q = sum_i w_i q_i` per row; at chunk positions a parent does not cover, its weight is dropped and the
     covering parents' weights renormalized (the paper's rule for different horizons)."""
 
-    def __init__(self, candidates: Sequence[WeightSchedule], coverage: torch.Tensor):
+    def __init__(self, candidates: Sequence[WeightSchedule], coverage: torch.Tensor, row_candidates: torch.Tensor):
         self.candidates = list(candidates)
         self.coverage = coverage  # (P, L) bool: which parent predicts which composite chunk position
         self.full_coverage = bool(coverage.all())
+        self.row_candidates = row_candidates  # (rows,) candidate index of each row
 
-    def weights(self, s: float, n_rows_per_candidate: int, dtype, device) -> torch.Tensor:
-        """Effective weights (rows, P) or (rows, P, L) with rows = envs x candidates, candidate fastest."""
+    def weights(self, s: float, dtype, device) -> torch.Tensor:
+        """Effective weights per row, (rows, P), or (rows, P, L) when parents cover different positions."""
         w = torch.as_tensor(np.stack([c.at(s) for c in self.candidates]), dtype=dtype, device=device)
-        w = w.repeat(n_rows_per_candidate, 1)
+        w = w[self.row_candidates]
         if self.full_coverage:
             return w
         cover = self.coverage.to(device=device, dtype=dtype)

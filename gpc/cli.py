@@ -1,0 +1,57 @@
+"""`gpc <command> [hydra overrides...]`: train parents, evaluate compositions.
+
+Each command is a Hydra config in configs/ and a job function; bad input exits 2 with one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+COMMANDS = {
+    "train": ("train", "gpc.policies.train:main"),
+    "eval": ("eval", "gpc.eval_job:main"),
+}
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def usage() -> str:
+    return "usage: gpc {" + ",".join(COMMANDS) + "} [key=value ...]   (Hydra overrides; configs in " \
+           f"{CONFIG_DIR})"
+
+
+def compose(config_name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(usage(), file=sys.stderr)
+        return 2
+    config_name, target = COMMANDS[argv[0]]
+    source = f"configs/{config_name}.yaml"
+    try:
+        config = compose(config_name, argv[1:])
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)(config, source)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line and a non-zero exit
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        from gpc.config import ConfigError
+
+        if isinstance(err, (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError, ValueError)):
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"gpc {argv[0]}: error: {message}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

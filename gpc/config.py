@@ -1,0 +1,100 @@
+"""Composition from YAML: parents by checkpoint path, weights, working sampler, device.
+
+Every error names the config source and the field, so `gpc` can print it on one line and exit non-zero
+before any output is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_method
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from gpc.composer import Composer, CompositionError
+from gpc.noise import VPSchedule
+from gpc.operators import WeightSchedule, as_schedules
+from gpc.samplers import SamplerConfig
+
+DEFAULT_LOADER = "gpc.policies.checkpoint.load_policy"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message starts with `source: field:`."""
+
+
+def resolve_path(path: str) -> Path:
+    """Relative paths are tried from the working directory, then from the project root."""
+    candidate = Path(path).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    return PROJECT_ROOT / candidate
+
+
+def load_parents(config: DictConfig, source: str, device: str) -> list:
+    entries = config.get("parents")
+    if not isinstance(entries, (list, ListConfig)) or not entries:
+        raise ConfigError(f"{source}: parents: need a list of parents, each with a 'path'")
+    parents = []
+    for i, entry in enumerate(entries):
+        field = f"parents[{i}]"
+        if "path" not in entry:
+            raise ConfigError(f"{source}: {field}.path: missing")
+        path = resolve_path(str(entry.path))
+        if not path.exists():
+            raise ConfigError(f"{source}: {field}.path: checkpoint not found: {entry.path}")
+        try:
+            loader = get_method(entry.get("loader", DEFAULT_LOADER))
+            parents.append(loader(path, device=device))
+        except Exception as err:
+            raise ConfigError(f"{source}: {field}: cannot load {entry.path}: {err}") from None
+    return parents
+
+
+def sampler_config(value: Any, parents: list, source: str) -> SamplerConfig:
+    """`native` (default): the first parent's own sampler; or an explicit mapping."""
+    reference = parents[0].spec
+    steps = getattr(getattr(parents[0], "config", None), "objective", None)
+    native_steps = steps.num_inference_steps if steps is not None else 10
+    if value is None or value == "native":
+        return SamplerConfig.native(reference.path, reference.prediction_type, native_steps)
+    try:
+        raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
+        if "schedule" in raw:
+            raw["schedule"] = VPSchedule(**raw["schedule"])
+        return SamplerConfig(**raw)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: sampler: {err}") from None
+
+
+def weight_candidates(value: Any, n_parents: int, source: str, field: str = "weights") -> list[WeightSchedule]:
+    """A vector, a list of vectors, or schedules {knots: [...], weights: [[...], ...]}."""
+    if value is None:
+        raise ConfigError(f"{source}: {field}: missing")
+    raw = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+    try:
+        if isinstance(raw, dict):
+            raw = [raw]
+        if isinstance(raw, list) and raw and isinstance(raw[0], dict):
+            schedules = [WeightSchedule(tuple(c["knots"]), tuple(tuple(w) for w in c["weights"])) for c in raw]
+        else:
+            schedules = as_schedules(raw)
+        for k, schedule in enumerate(schedules):
+            schedule.validate(n_parents, where=f"{field}[{k}]" if len(schedules) > 1 else field)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: {err}") from None
+    return schedules
+
+
+def load_composition(config: DictConfig, source: str) -> tuple[Composer, list[WeightSchedule]]:
+    """Build the composer and its weight candidates from a composition config."""
+    device = str(config.get("device", "cpu"))
+    parents = load_parents(config, source, device)
+    sampler = sampler_config(config.get("sampler"), parents, source)
+    try:
+        composer = Composer(parents, sampler, config.get("n_action_steps"), device=device)
+    except CompositionError as err:
+        raise ConfigError(f"{source}: parents: {err}") from None
+    return composer, weight_candidates(config.get("weights"), len(parents), source)

@@ -1,0 +1,142 @@
+"""Vectorized rollouts of a composer: every (episode seed, weight candidate) pair is one env slot, and one
+batched composer call per control step serves all slots that need a new action chunk.
+
+Sim-agnostic: an env factory returns gymnasium envs with dict observations and `info["is_success"]`;
+numeric info keys named in `track_max` (PushT's `coverage`) are recorded as their per-episode maximum.
+Seeds are fixed per episode, so every candidate sees the same start states, and the composer's noise for
+an episode depends only on (episode seed, control step), so candidates are compared on common noise.
+Each finished episode is appended to a JSONL file as it ends; a rerun skips what is already there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gpc.composer import Composer, make_generators
+from gpc.operators import WeightSchedule
+
+
+@dataclass
+class Episode:
+    candidate: str
+    seed: int
+    success: bool
+    length: int
+    maxima: dict[str, float] = field(default_factory=dict)
+
+
+def candidate_label(schedule: WeightSchedule) -> str:
+    if len(schedule.knots) == 1:
+        return "w=" + ",".join(f"{w:.3g}" for w in schedule.weights[0])
+    return "schedule=" + json.dumps({"knots": schedule.knots, "weights": schedule.weights})
+
+
+def load_episodes(path: Path) -> list[Episode]:
+    if not path.exists():
+        return []
+    episodes = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            episodes.append(Episode(**json.loads(line)))
+    return episodes
+
+
+class ObsHistory:
+    """Last `n` observations per slot, padded at reset by repeating the first (Diffusion Policy's rule)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.frames: list[deque] = []
+
+    def reset(self, first_obs: list[dict]):
+        self.frames = [deque([obs] * self.n, maxlen=self.n) for obs in first_obs]
+
+    def push(self, slot: int, obs: dict):
+        self.frames[slot].append(obs)
+
+    def batch(self, slots: Sequence[int]) -> dict[str, np.ndarray]:
+        keys = self.frames[slots[0]][0].keys()
+        return {k: np.stack([np.stack([frame[k] for frame in self.frames[s]]) for s in slots]) for k in keys}
+
+
+def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Sequence[WeightSchedule],
+            seeds: Sequence[int], n_envs: int, max_steps: int, track_max: Sequence[str] = (),
+            results_path: str | Path | None = None, progress: bool = True) -> list[Episode]:
+    """Run every candidate on every seed; returns all episodes (including ones found in `results_path`)."""
+    labels = [candidate_label(c) for c in candidates]
+    done_before = load_episodes(Path(results_path)) if results_path else []
+    finished = {(e.candidate, e.seed) for e in done_before}
+    todo = [(k, seed) for seed in seeds for k in range(len(candidates)) if (labels[k], seed) not in finished]
+    episodes = list(done_before)
+    if not todo:
+        return episodes
+    n_envs = min(n_envs, len(todo))
+    # Slots run in waves of n_envs episodes; autoreset is off, finished slots idle until the wave ends.
+    envs = gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    out = open(results_path, "a") if results_path else None
+    bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
+    try:
+        for wave_start in range(0, len(todo), n_envs):
+            wave = todo[wave_start:wave_start + n_envs]
+            for episode in _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
+                episodes.append(episode)
+                if out:
+                    out.write(json.dumps(asdict(episode)) + "\n")
+                    out.flush()
+                bar.update(1)
+    finally:
+        bar.close()
+        envs.close()
+        if out:
+            out.close()
+    return episodes
+
+
+def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
+    n_slots = envs.num_envs
+    slot_seeds = [seed for _, seed in wave] + [wave[-1][1]] * (n_slots - len(wave))
+    obs, info = envs.reset(seed=slot_seeds)
+    history = ObsHistory(composer.n_obs_steps)
+    history.reset([{k: v[i] for k, v in obs.items()} for i in range(n_slots)])
+    active = np.arange(n_slots) < len(wave)
+    queues: list[deque] = [deque() for _ in range(n_slots)]
+    steps = np.zeros(n_slots, dtype=int)
+    maxima = [{k: float(info[k][i]) for k in track_max} for i in range(n_slots)]
+    last_action = np.zeros((n_slots,) + envs.single_action_space.shape, dtype=np.float32)
+    while active.any():
+        need = [i for i in range(n_slots) if active[i] and not queues[i]]
+        if need:
+            actions = _infer(composer, history.batch(need), candidates, [(*wave[i], steps[i]) for i in need])
+            for i, chunk in zip(need, actions):
+                queues[i].extend(chunk)
+        for i in range(n_slots):
+            if active[i]:
+                last_action[i] = queues[i].popleft()
+        obs, _, terminated, truncated, info = envs.step(last_action)
+        for i in np.flatnonzero(active):
+            steps[i] += 1
+            history.push(i, {k: v[i] for k, v in obs.items()})
+            for k in track_max:
+                maxima[i][k] = max(maxima[i][k], float(info[k][i]))
+            if terminated[i] or truncated[i] or info["is_success"][i] or steps[i] >= max_steps:
+                active[i] = False
+                k, seed = wave[i]
+                yield Episode(labels[k], int(seed), bool(info["is_success"][i]), int(steps[i]), maxima[i])
+
+
+def _infer(composer, obs, candidates, slots) -> np.ndarray:
+    """One composer call for (candidate, episode seed, env step) slots; each slot's noise is seeded by
+    its episode seed and env step only, so all candidates share it."""
+    generators = make_generators([seed * 10_007 + step for _, seed, step in slots], 1, device=composer.device)
+    chunk = composer.sample(composer.encode(obs), candidates, generators, row_candidates=[k for k, _, _ in slots])
+    return composer.executable(chunk).cpu().numpy()

@@ -1,0 +1,68 @@
+"""Checkpoints: a folder with `config.yaml` (the resolved policy config) and `model.safetensors` (weights
+and normalizer statistics). Loading never unpickles anything."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+
+from gpc.normalizer import Normalizer
+from gpc.policies.configuration import load_policy_config
+from gpc.policies.modeling import Policy
+
+CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.safetensors"
+NORMALIZER_PREFIX = "normalizer."
+
+
+def save_policy(policy: Policy, directory: str | Path, extra: dict | None = None) -> Path:
+    """Write atomically: a crash mid-save leaves the previous checkpoint in place."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    config = OmegaConf.to_container(OmegaConf.structured(policy.config))
+    config["normalization"] = {key: n.mode for key, n in policy.normalizers.items()}
+    document = {"policy": config, **(extra or {})}
+    (tmp / CONFIG_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    for key, normalizer in policy.normalizers.items():
+        tensors.update(normalizer.state_dict(f"{NORMALIZER_PREFIX}{key}."))
+    save_file(tensors, str(tmp / WEIGHTS_FILE))
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, directory)
+    return directory
+
+
+def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Policy:
+    """A policy in eval mode, ready to be a parent. Errors name the checkpoint folder and what is wrong."""
+    directory = Path(directory)
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint file not found")
+    document = yaml.safe_load(config_path.read_text()) or {}
+    if "policy" not in document:
+        raise ValueError(f"{config_path}: no 'policy' section")
+    config = load_policy_config(document["policy"], where=str(config_path))
+    tensors = load_file(str(weights_path))
+    normalizers = {}
+    for key, mode in config.normalization.items():
+        prefix = f"{NORMALIZER_PREFIX}{key}."
+        if f"{prefix}offset" not in tensors:
+            raise ValueError(f"{weights_path}: normalizer for {key!r} is missing")
+        normalizers[key] = Normalizer.from_state_dict(tensors, prefix, mode)
+    policy = Policy(config, normalizers)
+    state = {k: v for k, v in tensors.items() if not k.startswith(NORMALIZER_PREFIX)}
+    policy.load_state_dict(state, strict=True)
+    return policy.to(device).eval()

@@ -1,0 +1,129 @@
+"""A diffusion or flow-matching action-chunk policy that is, as it stands, a `gpc` parent.
+
+Observation encoders (one per input) feed a denoiser (1-D U-Net or transformer) through a global
+condition; the objective decides what the denoiser learns to predict. `encode` / `predict` are the two
+calls of the parent contract; `compute_loss` trains it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from gpc.normalizer import Normalizer
+from gpc.parent import ParentSpec
+from gpc.policies.configuration import PolicyConfig
+
+# Flow time lives in [0, 1]; the sinusoidal embedding wants a range like diffusion timesteps'.
+FLOW_TIME_SCALE = 100.0
+
+
+def build_encoder(feature, n_obs_steps: int, kwargs: Mapping[str, Any]) -> nn.Module:
+    if feature.type == "low_dim":
+        from gpc.policies.encoders.state import StateEncoder
+
+        return StateEncoder(feature.shape[0], n_obs_steps, **kwargs)
+    if feature.type == "rgb":
+        from gpc.policies.encoders.rgb import RGBEncoder
+
+        return RGBEncoder(tuple(feature.shape[1:]), n_obs_steps, feature.shape[0], **kwargs)
+    if feature.type == "pointcloud":
+        from gpc.policies.encoders.pointcloud import PointCloudEncoder
+
+        return PointCloudEncoder(n_obs_steps, feature.shape[-1], **kwargs)
+    if feature.type == "language":
+        from gpc.policies.encoders.language import LanguageEncoder
+
+        return LanguageEncoder(**kwargs)
+    raise ValueError(f"unknown observation type {feature.type!r}")
+
+
+def build_denoiser(config: PolicyConfig, cond_dim: int) -> nn.Module:
+    kwargs = dict(config.denoiser)
+    kind = kwargs.pop("type", "unet")
+    time_scale = FLOW_TIME_SCALE if config.objective.kind == "flow" else 1.0
+    if kind == "unet":
+        from gpc.policies.nets.unet1d import ConditionalUnet1D
+
+        return ConditionalUnet1D(config.action_dim, cond_dim, time_scale=time_scale, **kwargs)
+    if kind == "transformer":
+        from gpc.policies.nets.transformer import TransformerDenoiser
+
+        return TransformerDenoiser(config.action_dim, cond_dim, config.horizon, time_scale=time_scale, **kwargs)
+    raise ValueError(f"denoiser.type must be 'unet' or 'transformer', got {kind!r}")
+
+
+class Policy(nn.Module):
+    def __init__(self, config: PolicyConfig, normalizers: Mapping[str, Normalizer]):
+        super().__init__()
+        self.config = config
+        self.normalizers = dict(normalizers)
+        missing = [k for k in ["action"] + [f.key for f in config.obs if f.type == "low_dim"]
+                   if k not in self.normalizers]
+        if missing:
+            raise ValueError(f"policy {config.name!r}: missing normalizer for {missing}; a policy without its "
+                             "normalizer would act blind")
+        self.encoders = nn.ModuleDict({f.key: build_encoder(f, config.n_obs_steps, config.encoders.get(f.type, {}))
+                                       for f in config.obs})
+        cond_dim = sum(encoder.output_dim for encoder in self.encoders.values())
+        self.denoiser = build_denoiser(config, cond_dim)
+        self.path = config.objective.path()
+        self.spec = ParentSpec(config.name, self.path, config.objective.prediction_type, config.action_dim,
+                               config.horizon, config.n_obs_steps, config.n_action_steps,
+                               self.normalizers["action"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, obs: Mapping[str, Any]) -> torch.Tensor:
+        """Encode the last `n_obs_steps` frames of each input: (B, cond_dim)."""
+        features = []
+        for feature in self.config.obs:
+            value = obs[feature.key]
+            if feature.type == "language":
+                features.append(self.encoders[feature.key](list(value)).to(self.device))
+                continue
+            x = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value,
+                                device=self.device)[:, -self.config.n_obs_steps:]
+            if feature.type == "rgb":
+                if x.dtype == torch.uint8:  # env frames: (B, To, H, W, 3) uint8 -> (B, To, 3, H, W) in [0, 1]
+                    x = x.permute(0, 1, 4, 2, 3).float() / 255.0
+            else:
+                x = x.float()
+                if feature.key in self.normalizers:
+                    x = self.normalizers[feature.key].normalize(x)
+            features.append(self.encoders[feature.key](x))
+        return torch.cat(features, dim=-1)
+
+    def predict(self, sample: torch.Tensor, timestep: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
+        return self.denoiser(sample, timestep, encoding)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
+        return self.predict(sample, timestep, encoding)
+
+    def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Per-sample denoising loss (B,), mean squared error over the chunk, so callers may reweight samples."""
+        action = self.normalizers["action"].normalize(batch["action"].to(self.device).float())
+        encoding = self.encode(batch["obs"])
+        rows = action.shape[0]
+        noise = torch.randn(action.shape, generator=generator, device=self.device)
+        objective = self.config.objective
+        if objective.kind == "diffusion":
+            acp = torch.as_tensor(self.path.alphas_cumprod, dtype=torch.float32, device=self.device)
+            t = torch.randint(0, objective.num_train_timesteps, (rows,), generator=generator, device=self.device)
+            alpha, sigma = acp[t].sqrt()[:, None, None], (1 - acp[t]).sqrt()[:, None, None]
+            noisy = alpha * action + sigma * noise
+            target = {"epsilon": noise, "sample": action, "v_prediction": alpha * noise - sigma * action}[
+                objective.prediction_type]
+            timestep = t.float()
+        else:
+            s = torch.rand((rows,), generator=generator, device=self.device)
+            noisy = (1 - s)[:, None, None] * action + s[:, None, None] * noise
+            target = self.path.velocity_sign * (noise - action)
+            timestep = s if self.path.noise_at == 1 else 1 - s
+        prediction = self.predict(noisy, timestep, encoding)
+        return ((prediction - target) ** 2).mean(dim=(1, 2))
