@@ -6,7 +6,7 @@ Validated by OmegaConf at load time, so a wrong or missing field is named in the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
@@ -17,11 +17,16 @@ OBS_TYPES = ("low_dim", "rgb", "pointcloud", "language")
 
 @dataclass
 class ObsFeature:
-    """One observation input. `shape` is per frame: (D,) low-dim, (3, H, W) rgb, (N, C) point cloud."""
+    """One observation input, named as the env names it. `shape` is per frame: (D,) low-dim, (3, H, W) rgb,
+    (N, C) point cloud."""
 
     key: str = "state"
     type: str = "low_dim"
     shape: list[int] = field(default_factory=lambda: [5])
+    # Where training data finds it when the dataset names it differently (Diffusion Policy's PushT zarr
+    # stores `img`, and the agent position as the first two dims of `state`).
+    dataset_key: Optional[str] = None
+    dataset_dims: Optional[list[int]] = None  # [start, stop) of the dataset array's last axis
 
 
 @dataclass

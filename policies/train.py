@@ -14,6 +14,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
@@ -28,22 +29,40 @@ STATE_DIR = "train_state"
 
 
 def make_dataset(config, policy_config):
+    """The sequence dataset, normalizers fit on it, and per-episode language instructions.
+
+    A language feature `k` reads one instruction per episode from the store's `meta/k`.
+    """
     from gpc.policies.data.sequence import SequenceDataset, fit_normalizers
-    from gpc.policies.data.replay_buffer import read_replay_buffer
+    from gpc.policies.data.replay_buffer import ReplayBuffer, read_replay_buffer
 
-    keys = [f.key for f in policy_config.obs if f.type != "language"] + ["action"]
-    buffer = read_replay_buffer(config.dataset.path, keys)
-    modes = {key: policy_config.normalization.get(key, "limits")
-             for key in [f.key for f in policy_config.obs if f.type in ("low_dim",)] + ["action"]}
-    normalizers = {key: fit_normalizers(buffer, [key], mode)[key] for key, mode in modes.items()}
-    dataset = SequenceDataset(buffer, obs_keys=keys[:-1], horizon=policy_config.horizon,
+    features = [f for f in policy_config.obs if f.type != "language"]
+    stored = read_replay_buffer(config.dataset.path, sorted({f.dataset_key or f.key for f in features} | {"action"}))
+    data = {"action": stored["action"]}
+    for f in features:
+        array = stored[f.dataset_key or f.key]
+        data[f.key] = array[..., slice(*f.dataset_dims)] if f.dataset_dims else array
+    buffer = ReplayBuffer(data, stored.episode_ends, stored.meta, source=stored.source)
+    array_keys = [f.key for f in features]
+    normalizers = {}
+    for key in [f.key for f in policy_config.obs if f.type == "low_dim"] + ["action"]:
+        normalizers.update(fit_normalizers(buffer, [key], policy_config.normalization.get(key, "limits")))
+    dataset = SequenceDataset(buffer, obs_keys=array_keys, horizon=policy_config.horizon,
                               n_obs_steps=policy_config.n_obs_steps, n_action_steps=policy_config.n_action_steps)
-    return dataset, normalizers
+    languages = {}
+    for feature in (f for f in policy_config.obs if f.type == "language"):
+        if feature.key not in buffer.meta:
+            raise ValueError(f"{config.dataset.path}: meta/{feature.key} (one instruction per episode) is missing")
+        episode_of_window = np.searchsorted(buffer.episode_ends, dataset.windows[:, 2], side="left")
+        languages[feature.key] = [str(buffer.meta[feature.key][e]) for e in episode_of_window]
+    return dataset, normalizers, languages
 
 
-def collate(dataset, indices):
+def collate(dataset, indices, languages=None):
     items = [dataset[int(i)] for i in indices]
     obs = {key: torch.stack([torch.as_tensor(item["obs"][key]) for item in items]) for key in items[0]["obs"]}
+    for key, per_window in (languages or {}).items():
+        obs[key] = [per_window[int(i)] for i in indices]
     return {"obs": obs, "action": torch.stack([torch.as_tensor(item["action"]) for item in items])}
 
 
@@ -97,11 +116,11 @@ def train(config: DictConfig) -> Path:
     out = Path(config.output_dir)
     policy_config = load_policy_config(config.policy, where="policy")
     torch.manual_seed(config.training.seed)
-    dataset, normalizers = make_dataset(config, policy_config)
+    dataset, normalizers, languages = make_dataset(config, policy_config)
     policy = Policy(policy_config, normalizers)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.training.lr,
                                   weight_decay=config.training.weight_decay)
-    ema = EMAModel(policy.parameters(), power=config.training.ema_power, max_value=config.training.ema_max_decay,
+    ema = EMAModel(policy.parameters(), power=config.training.ema_power, decay=config.training.ema_max_decay,
                    use_ema_warmup=True)
     start = 0
     if (out / STATE_DIR / "state.json").exists():
@@ -115,7 +134,7 @@ def train(config: DictConfig) -> Path:
     for step in bar:
         policy.train()
         g = torch.Generator().manual_seed(config.training.seed * 1_000_003 + step)
-        batch = collate(dataset, torch.randint(len(dataset), (config.training.batch_size,), generator=g))
+        batch = collate(dataset, torch.randint(len(dataset), (config.training.batch_size,), generator=g), languages)
         loss = policy.compute_loss(batch, generator=g).mean()
         lr = config.training.lr * lr_at(step, config.training.steps, config.training.warmup_steps)
         for group in optimizer.param_groups:

@@ -60,8 +60,11 @@ class RGBEncoder(nn.Module):
 
     def __init__(self, image_size: int | tuple[int, int], n_obs_steps: int, channels: int = 3,
                  widths: Sequence[int] = (32, 64, 128), num_keypoints: int = 32,
-                 feature_dim: int = 64, n_groups: int = 8):
+                 feature_dim: int = 64, n_groups: int = 8, downsample: int = 1):
         super().__init__()
+        # Average-pooling the input by `downsample` first cuts the CNN's cost by downsample^2: on a
+        # CPU, 96x96 PushT frames train ~4x faster at 48x48 with little loss of the block's pose.
+        self.downsample = downsample
         self.image_size = ((image_size, image_size) if isinstance(image_size, int)
                            else tuple(image_size))
         self.n_obs_steps = n_obs_steps
@@ -73,7 +76,7 @@ class RGBEncoder(nn.Module):
             stages.append(ResidualBlock2D(widths[max(i - 1, 0)], width, 1 if i == 0 else 2,
                                           n_groups))
         self.backbone = nn.Sequential(*stages)
-        h, w = self.image_size
+        h, w = self.image_size[0] // downsample, self.image_size[1] // downsample
         for _ in range(len(widths)):  # stem + every stage but the first halve (rounding up)
             h, w = (h + 1) // 2, (w + 1) // 2
         self.pool = SpatialSoftmax(widths[-1], h, w, num_keypoints)
@@ -87,5 +90,7 @@ class RGBEncoder(nn.Module):
             raise ValueError(f"images must be (B, {', '.join(map(str, expected))}) float in [0, 1], "
                              f"got {tuple(images.shape)}")
         frames = images.flatten(0, 1)  # (B * To, C, H, W): one CNN pass for every frame
+        if self.downsample > 1:
+            frames = F.avg_pool2d(frames, self.downsample)
         features = self.project(self.pool(self.backbone(frames)))
         return features.reshape(images.shape[0], self.output_dim)

@@ -1,0 +1,1 @@
+"""PushT (gym-pusht) as a `gpc` simulator: dict-observation env, scripted expert, demo writer."""

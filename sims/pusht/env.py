@@ -1,0 +1,96 @@
+"""PushT with dict observations in the layouts Diffusion Policy checkpoints and datasets use.
+
+Keys: "state" [agent_xy, block_xy, block_angle]; "keypoint" DP's low-dim vector (9 block keypoints,
+then agent_xy: 20 floats); "image" top-down RGB (uint8, HWC); "agent_pos". Rendering costs ~3 ms a step,
+so "image" is drawn only when requested.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+import pygame
+import pymunk
+from gym_pusht.envs.pusht import PushTEnv
+from gym_pusht.envs.pymunk_override import DrawOptions
+from gymnasium import spaces
+
+OBS_KEYS = ("state", "keypoint", "image", "agent_pos")
+
+
+@functools.cache
+def block_keypoints_local() -> np.ndarray:
+    """DP's 9 block keypoints (9, 2) in the block frame.
+
+    Diffusion Policy (`PymunkKeypointManager.create_from_pusht_env`, seed 0) farthest-point samples the
+    pixels of the block drawn at (256, 300), angle 0, then adds U(0, 1) jitter. Replaying that recipe
+    with gym-pusht's identical drawing code gives low-dim DP checkpoints the inputs they were trained on.
+    """
+    rng = np.random.default_rng(0)
+    space = pymunk.Space()
+    block, _ = PushTEnv.add_tee(space, (256, 300), 0)
+    screen = pygame.Surface((512, 512))
+    screen.fill(pygame.Color("white"))
+    space.debug_draw(DrawOptions(screen))
+    img = pygame.surfarray.array3d(screen).transpose(1, 0, 2)
+    rows, cols = np.nonzero((img != 255).any(axis=-1))
+    points = np.stack([cols, rows], axis=-1) - np.asarray(block.position)  # angle 0: frame = shift
+    chosen = [points[rng.choice(len(points))]]
+    for _ in range(8):
+        dists = np.linalg.norm(points[:, None] - np.array(chosen)[None], axis=-1).min(axis=1)
+        chosen.append(points[np.argmax(dists)])
+    return np.array(chosen) + rng.uniform(0, 1, size=(9, 2))
+
+
+def block_keypoints(position, angle: float) -> np.ndarray:
+    """DP's block keypoints (9, 2) in the world frame for a block pose."""
+    c, s = np.cos(angle), np.sin(angle)
+    return block_keypoints_local() @ np.array([[c, s], [-s, c]]) + np.asarray(position)
+
+
+class DictObs(gym.Wrapper):
+    """Builds the requested observation keys from the simulator state; adds coverage to reset info."""
+
+    def __init__(self, env: PushTEnv, obs_keys, image_size: int):
+        super().__init__(env)
+        unknown = set(obs_keys) - set(OBS_KEYS)
+        if unknown:
+            raise ValueError(f"unknown PushT obs keys {sorted(unknown)}; choose from {OBS_KEYS}")
+        all_spaces = {
+            "state": spaces.Box(0, np.array([512, 512, 512, 512, 2 * np.pi], np.float32), dtype=np.float32),
+            "keypoint": spaces.Box(0, 512, (20,), np.float32),
+            "image": spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
+            "agent_pos": spaces.Box(0, 512, (2,), np.float32),
+        }
+        self.obs_keys = tuple(obs_keys)
+        self.observation_space = spaces.Dict({k: all_spaces[k] for k in self.obs_keys})
+
+    def _obs(self, inner_obs) -> dict[str, np.ndarray]:
+        sim = self.env.unwrapped
+        agent, block, angle = np.array(sim.agent.position), np.array(sim.block.position), sim.block.angle
+        values = {
+            "state": np.r_[agent, block, angle % (2 * np.pi)],
+            "keypoint": np.r_[block_keypoints(block, angle).ravel(), agent],
+            "image": inner_obs,  # drawn by the inner env only when it was built with obs_type="pixels"
+            "agent_pos": agent,
+        }
+        return {k: values[k].astype(self.observation_space[k].dtype) for k in self.obs_keys}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        info["coverage"] = self.env.unwrapped._get_coverage()
+        return self._obs(obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return self._obs(obs), reward, terminated, truncated, info
+
+
+def make_env(obs_keys=("state", "keypoint", "image", "agent_pos"), image_size: int = 96,
+             max_episode_steps: int = 300) -> gym.Env:
+    """One PushT env. Success (`info["is_success"]`) is coverage > 0.95, which also terminates."""
+    sim = PushTEnv(obs_type="pixels" if "image" in obs_keys else "state", render_mode="rgb_array",
+                   observation_width=image_size, observation_height=image_size)
+    return gym.wrappers.TimeLimit(DictObs(sim, obs_keys, image_size), max_episode_steps)
