@@ -1,0 +1,86 @@
+"""`gpc eval` end to end on PushT, and bad input: one line naming the problem, non-zero exit, no output."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gpc.normalizer import Normalizer
+from gpc.policies.checkpoint import save_policy
+from gpc.policies.configuration import load_policy_config
+from gpc.policies.modeling import Policy
+
+pytest.importorskip("gym_pusht")
+
+
+def tiny_checkpoint(path, name, action_dim=2, kind="diffusion"):
+    config = load_policy_config({
+        "name": name, "obs": [{"key": "keypoint", "type": "low_dim", "shape": [20]}], "action_dim": action_dim,
+        "horizon": 8, "n_obs_steps": 2, "n_action_steps": 4,
+        "denoiser": {"type": "unet", "down_dims": [16, 32], "n_groups": 4, "time_embed_dim": 16},
+        "objective": {"kind": kind, "prediction_type": "epsilon" if kind == "diffusion" else "velocity"}})
+    action_range = np.array([[0.0] * action_dim, [512.0] * action_dim], np.float32)
+    normalizers = {"action": Normalizer.fit(action_range), "keypoint": Normalizer.fit(np.array([[0.0] * 20, [512.0] * 20]))}
+    return save_policy(Policy(config, normalizers), path)
+
+
+def gpc(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "gpc.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def parents(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ckpt")
+    return (tiny_checkpoint(root / "a", "a"), tiny_checkpoint(root / "b", "b", kind="flow"),
+            tiny_checkpoint(root / "wide", "wide", action_dim=3))
+
+
+def eval_args(a, b, out, *extra):
+    return ["eval", f"compose.parents=[{{path:{a}}},{{path:{b}}}]", "episodes=2", "env.max_steps=16",
+            "env.n_envs=3", "progress=false", f"output_dir={out}", *extra]
+
+
+def test_gpc_eval_runs_parents_alone_and_composed_and_writes_table_json_csv(parents, tmp_path):
+    a, b, _ = parents
+    result = gpc(*eval_args(a, b, tmp_path / "out", "weights=[0.3,0.7]"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for name in ("a alone", "b alone", "composed w=0.3,0.7"):
+        assert name in result.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [row["episodes"] for row in summary] == [2, 2, 2]
+    assert (tmp_path / "out" / "summary.csv").exists()
+    # rerunning resumes: every episode is already recorded, nothing is appended
+    episodes = next((tmp_path / "out").glob("episodes-*.jsonl"))
+    before = episodes.read_text()
+    assert gpc(*eval_args(a, b, tmp_path / "out", "weights=[0.3,0.7]"), cwd=tmp_path).returncode == 0
+    assert episodes.read_text() == before
+
+
+def test_gpc_eval_sweep_writes_a_sweep_plot(parents, tmp_path):
+    a, b, _ = parents
+    result = gpc(*eval_args(a, b, tmp_path / "out", "sweep=0.5", "episodes=1"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "sweep.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing", "parents[1].path: checkpoint not found"),
+    ("wide", "action_dim 3"),
+    ("weights", "weights: 3 weights for 2 parents"),
+])
+def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parents, tmp_path, case, expected):
+    a, b, wide = parents
+    extra = []
+    if case == "missing":
+        b = tmp_path / "nowhere"
+    elif case == "wide":
+        b = wide
+    else:
+        extra = ["weights=[0.2,0.3,0.5]"]
+    result = gpc(*eval_args(a, b, tmp_path / "out", *extra), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "configs/eval.yaml" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
