@@ -88,13 +88,18 @@ def weight_candidates(value: Any, n_parents: int, source: str, field: str = "wei
     return schedules
 
 
-def load_composition(config: DictConfig, source: str) -> tuple[Composer, list[WeightSchedule]]:
-    """Build the composer and its weight candidates from a composition config."""
+def load_composer(config: DictConfig, source: str) -> Composer:
+    """Build the composer (parents, sampler, device) from a composition config."""
     device = str(config.get("device", "cpu"))
     parents = load_parents(config, source, device)
     sampler = sampler_config(config.get("sampler"), parents, source)
     try:
-        composer = Composer(parents, sampler, config.get("n_action_steps"), device=device)
+        return Composer(parents, sampler, config.get("n_action_steps"), device=device)
     except CompositionError as err:
         raise ConfigError(f"{source}: parents: {err}") from None
-    return composer, weight_candidates(config.get("weights"), len(parents), source)
+
+
+def load_composition(config: DictConfig, source: str) -> tuple[Composer, list[WeightSchedule]]:
+    """The composer and the weight candidates a composition config names."""
+    composer = load_composer(config, source)
+    return composer, weight_candidates(config.get("weights"), len(composer.parents), source)

@@ -10,7 +10,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gpc.config import ConfigError, load_composition, weight_candidates
+from gpc.config import ConfigError, load_composer, weight_candidates
 from gpc.evaluate import candidate_label, rollout
 from gpc.operators import WeightSchedule
 from gpc.report import format_table, summarize, write_reports
@@ -49,9 +49,11 @@ def _name(schedule: WeightSchedule, names) -> str:
 
 
 def main(config: DictConfig, source: str = "eval config") -> None:
-    composer, weights = load_composition(config.compose, f"{source}: compose")
+    composer = load_composer(config.compose, f"{source}: compose")
     if config.get("weights") is not None:
         weights = weight_candidates(config.weights, len(composer.parents), source)
+    else:
+        weights = weight_candidates(config.compose.get("weights"), len(composer.parents), source, "compose.weights")
     schedules, names, sweep_x = build_candidates(config, composer, weights, source)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)

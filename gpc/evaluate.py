@@ -123,15 +123,20 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
             if active[i]:
                 last_action[i] = queues[i].popleft()
         obs, _, terminated, truncated, info = envs.step(last_action)
+        ended = np.zeros(n_slots, dtype=bool)
         for i in np.flatnonzero(active):
             steps[i] += 1
             history.push(i, {k: v[i] for k, v in obs.items()})
             for k in track_max:
                 maxima[i][k] = max(maxima[i][k], float(info[k][i]))
             if terminated[i] or truncated[i] or info["is_success"][i] or steps[i] >= max_steps:
-                active[i] = False
+                active[i], ended[i] = False, True
                 k, seed = wave[i]
                 yield Episode(labels[k], int(seed), bool(info["is_success"][i]), int(steps[i]), maxima[i])
+        idle_done = np.asarray(terminated | truncated) | ended
+        if idle_done.any() and active.any():
+            # A vector env without autoreset refuses to step an ended env: reset it to idle until the wave ends.
+            envs.reset(options={"reset_mask": idle_done})
 
 
 def _infer(composer, obs, candidates, slots) -> np.ndarray:

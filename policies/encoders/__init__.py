@@ -3,10 +3,9 @@
 Importing is cheap: the sentence encoder behind `LanguageEncoder` loads on its first use.
 """
 
-from .language import LANGUAGE_DIM, LanguageEncoder, VisionLanguageEncoder
+from .language import LANGUAGE_DIM, LanguageEncoder
 from .pointcloud import PointCloudEncoder
 from .rgb import RGBEncoder
 from .state import StateEncoder
 
-__all__ = ["LANGUAGE_DIM", "LanguageEncoder", "PointCloudEncoder", "RGBEncoder", "StateEncoder",
-           "VisionLanguageEncoder"]
+__all__ = ["LANGUAGE_DIM", "LanguageEncoder", "PointCloudEncoder", "RGBEncoder", "StateEncoder"]

@@ -73,35 +73,3 @@ class LanguageEncoder(nn.Module):
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         return self.encode(texts)
-
-
-class VisionLanguageEncoder(nn.Module):
-    """Fuse an instruction embedding into a vision encoder's feature: (obs, lang) -> (B, output_dim).
-
-    The instruction modulates the vision feature through FiLM (per-feature scale and shift), then an
-    MLP projects it. FiLM starts as the identity (zero-initialized), so training begins from the
-    vision-only behaviour and learns how the instruction should change it. `lang` is the
-    `LanguageEncoder.encode` output; keeping the frozen encoder outside makes this module pure and
-    lets datasets precompute embeddings.
-    """
-
-    def __init__(self, vision_encoder: nn.Module, language_dim: int = LANGUAGE_DIM,
-                 output_dim: int = 256, hidden: int = 256):
-        super().__init__()
-        self.vision_encoder = vision_encoder
-        self.language_dim = language_dim
-        vision_dim = vision_encoder.output_dim
-        self.film = nn.Linear(language_dim, 2 * vision_dim)
-        nn.init.zeros_(self.film.weight)
-        nn.init.zeros_(self.film.bias)
-        self.head = nn.Sequential(nn.Linear(vision_dim, hidden), nn.Mish(),
-                                  nn.Linear(hidden, output_dim))
-        self.output_dim = output_dim
-
-    def forward(self, obs: torch.Tensor, lang: torch.Tensor) -> torch.Tensor:
-        vision = self.vision_encoder(obs)
-        if lang.shape != (vision.shape[0], self.language_dim):
-            raise ValueError(f"lang must be ({vision.shape[0]}, {self.language_dim}), "
-                             f"got {tuple(lang.shape)}")
-        scale, shift = self.film(lang).chunk(2, dim=-1)
-        return self.head(vision * (1 + scale) + shift)

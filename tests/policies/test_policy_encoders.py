@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from gpc.policies.encoders import (PointCloudEncoder, RGBEncoder, StateEncoder,
-                                   VisionLanguageEncoder)
+from gpc.policies.encoders import (PointCloudEncoder, RGBEncoder, StateEncoder)
 
 
 def test_state_encoder_identity_flattens_history():
@@ -52,17 +51,3 @@ def test_point_cloud_encoder_is_order_invariant():
     assert torch.allclose(enc(points[:, :, torch.randperm(50)]), out, atol=1e-5)
     with pytest.raises(ValueError, match="n_points, 6"):
         enc(torch.randn(3, 2, 50, 3))
-
-
-def test_vision_language_encoder_starts_vision_only_and_learns_language():
-    torch.manual_seed(0)
-    vision = StateEncoder(obs_dim=4, n_obs_steps=2)
-    enc = VisionLanguageEncoder(vision, language_dim=384, output_dim=32, hidden=64)
-    obs, lang = torch.randn(5, 2, 4), torch.randn(5, 384)
-    out = enc(obs, lang)
-    assert out.shape == (5, enc.output_dim) == (5, 32)
-    assert torch.allclose(out, enc(obs, torch.randn(5, 384)))  # FiLM is the identity at init
-    out.square().mean().backward()
-    assert enc.film.weight.grad.abs().sum() > 0  # ... but the instruction pathway trains
-    with pytest.raises(ValueError, match="lang"):
-        enc(obs, torch.randn(5, 128))
