@@ -3,8 +3,6 @@ and normalizer statistics). Loading never unpickles anything."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
+from gpc.atomic import replace_directory
 from gpc.normalizer import Normalizer
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy
@@ -34,13 +33,7 @@ def save_policy(policy: Policy, directory: str | Path, extra: dict | None = None
     for key, normalizer in policy.normalizers.items():
         tensors.update(normalizer.state_dict(f"{NORMALIZER_PREFIX}{key}."))
     save_file(tensors, str(tmp / WEIGHTS_FILE))
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old")
-        os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, directory)
+    replace_directory(tmp, directory)
     return directory
 
 

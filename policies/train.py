@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from gpc.atomic import replace_directory
 from gpc.policies.checkpoint import save_policy
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy
@@ -86,11 +87,7 @@ def _save_state(out: Path, policy, ema, optimizer, step: int) -> None:
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = {"step": step, "ema_optimization_step": ema.optimization_step, "param_groups": opt["param_groups"]}
     (tmp / "state.json").write_text(json.dumps(meta))
-    if state.exists():
-        for f in state.iterdir():
-            f.unlink()
-        state.rmdir()
-    tmp.rename(state)
+    replace_directory(tmp, state)
 
 
 def _load_state(out: Path, policy, ema, optimizer) -> int:

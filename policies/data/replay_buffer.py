@@ -17,6 +17,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import zarr
 
+from gpc.atomic import replace_directory
+
 
 class ReplayBuffer:
     """All steps of all episodes, in memory: `buffer[key]` is a (n_steps, ...) array."""
@@ -120,13 +122,7 @@ def write_replay_buffer(path: str | os.PathLike, data: Mapping[str, np.ndarray],
             if array.dtype.kind in "US":
                 array = array.astype(np.dtypes.StringDType())
             meta_group.create_array(key, data=array)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, path)
+        replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
