@@ -12,6 +12,7 @@ from pathlib import Path
 COMMANDS = {
     "train": ("train", "gpc.policies.train:main"),
     "eval": ("eval", "gpc.eval_job:main"),
+    "search": ("search", "gpc.search_job:main"),
 }
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

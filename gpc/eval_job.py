@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gpc.config import ConfigError, load_composer, weight_candidates
+from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label, rollout
 from gpc.operators import WeightSchedule
 from gpc.report import format_table, summarize, write_reports
@@ -33,15 +33,6 @@ def build_candidates(config: DictConfig, composer, weights, source: str):
     return schedules, [_name(s, names) for s in schedules], None
 
 
-def episodes_file(config: DictConfig) -> str:
-    """Episodes are resumed only under the same parents, sampler and env: the file name carries their hash."""
-    setup = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("compose", "env")}
-    setup["compose"].pop("weights", None)
-    setup["env"].pop("n_envs", None)
-    digest = hashlib.sha256(repr(sorted(setup.items())).encode()).hexdigest()[:10]
-    return f"episodes-{digest}.jsonl"
-
-
 def _name(schedule: WeightSchedule, names) -> str:
     if len(schedule.knots) == 1 and max(schedule.weights[0]) == 1.0:
         return f"{names[int(np.argmax(schedule.weights[0]))]} alone"
@@ -60,11 +51,12 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     seeds = [int(config.seed) + i for i in range(int(config.episodes))]
     env = config.env
     began = time.perf_counter()
-    episodes = rollout(composer, lambda: instantiate(env.factory), schedules, seeds, int(env.n_envs),
-                       int(env.max_steps), list(env.get("track_max", [])), out / episodes_file(config),
-                       progress=bool(config.get("progress", True)))
+    with EpisodeStore(out / "episodes.sqlite") as store:
+        episodes = rollout(composer, lambda: instantiate(env.factory), schedules, seeds, int(env.n_envs),
+                           int(env.max_steps), list(env.get("track_max", [])), store, setup_hash(config),
+                           progress=bool(config.get("progress", True)))
     labels = [candidate_label(s) for s in schedules]
-    rows = summarize([e for e in episodes if e.seed in set(seeds)], labels, names)
+    rows = summarize(episodes, labels, names)
     sweep = list(zip(sweep_x, rows)) if sweep_x is not None else ()
     write_reports(rows, out, sweep)
     print(format_table(rows))

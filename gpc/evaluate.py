@@ -5,24 +5,27 @@ Sim-agnostic: an env factory returns gymnasium envs with dict observations and `
 numeric info keys named in `track_max` (PushT's `coverage`) are recorded as their per-episode maximum.
 Seeds are fixed per episode, so every candidate sees the same start states, and the composer's noise for
 an episode depends only on (episode seed, control step), so candidates are compared on common noise.
-Each finished episode is appended to a JSONL file as it ends; a rerun skips what is already there.
+With a store (gpc.episode_store), each finished episode is recorded as it ends and a rerun skips what is
+already there.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from gpc.composer import Composer, make_generators
 from gpc.operators import WeightSchedule
+
+if TYPE_CHECKING:
+    from gpc.episode_store import EpisodeStore
 
 
 @dataclass
@@ -32,22 +35,13 @@ class Episode:
     success: bool
     length: int
     maxima: dict[str, float] = field(default_factory=dict)
+    wall_s: float = field(default=0.0, compare=False)  # from its wave's start to its end
 
 
 def candidate_label(schedule: WeightSchedule) -> str:
     if len(schedule.knots) == 1:
         return "w=" + ",".join(f"{w:.3g}" for w in schedule.weights[0])
     return "schedule=" + json.dumps({"knots": schedule.knots, "weights": schedule.weights})
-
-
-def load_episodes(path: Path) -> list[Episode]:
-    if not path.exists():
-        return []
-    episodes = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            episodes.append(Episode(**json.loads(line)))
-    return episodes
 
 
 class ObsHistory:
@@ -70,35 +64,34 @@ class ObsHistory:
 
 def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Sequence[WeightSchedule],
             seeds: Sequence[int], n_envs: int, max_steps: int, track_max: Sequence[str] = (),
-            results_path: str | Path | None = None, progress: bool = True) -> list[Episode]:
-    """Run every candidate on every seed; returns all episodes (including ones found in `results_path`)."""
+            store: EpisodeStore | None = None, setup: str = "", progress: bool = True) -> list[Episode]:
+    """Run every candidate on every seed; returns an episode per (candidate, seed), taking those already in
+    `store` (under `setup`) from it and recording each new one there as it ends."""
     labels = [candidate_label(c) for c in candidates]
-    done_before = load_episodes(Path(results_path)) if results_path else []
-    finished = {(e.candidate, e.seed) for e in done_before}
+    wanted = [(label, int(seed)) for seed in seeds for label in labels]
+    episodes = store.episodes(setup, wanted) if store else []
+    finished = {(e.candidate, e.seed) for e in episodes}
     todo = [(k, seed) for seed in seeds for k in range(len(candidates)) if (labels[k], seed) not in finished]
-    episodes = list(done_before)
     if not todo:
         return episodes
     n_envs = min(n_envs, len(todo))
     # Slots run in waves of n_envs episodes; autoreset is off, finished slots idle until the wave ends.
     envs = gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.DISABLED)
-    out = open(results_path, "a") if results_path else None
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
     try:
         for wave_start in range(0, len(todo), n_envs):
             wave = todo[wave_start:wave_start + n_envs]
+            began = time.perf_counter()
             for episode in _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
+                episode.wall_s = time.perf_counter() - began
                 episodes.append(episode)
-                if out:
-                    out.write(json.dumps(asdict(episode)) + "\n")
-                    out.flush()
+                if store:
+                    store.record(setup, episode)
                 bar.update(1)
     finally:
         bar.close()
         envs.close()
-        if out:
-            out.close()
     return episodes
 
 

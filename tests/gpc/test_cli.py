@@ -1,6 +1,7 @@
 """`gpc eval` end to end on PushT, and bad input: one line naming the problem, non-zero exit, no output."""
 
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -24,6 +25,11 @@ def tiny_checkpoint(path, name, action_dim=2, kind="diffusion"):
     action_range = np.array([[0.0] * action_dim, [512.0] * action_dim], np.float32)
     normalizers = {"action": Normalizer.fit(action_range), "keypoint": Normalizer.fit(np.array([[0.0] * 20, [512.0] * 20]))}
     return save_policy(Policy(config, normalizers), path)
+
+
+def stored_rows(path):
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT * FROM episodes ORDER BY rowid").fetchall()
 
 
 def gpc(*args, cwd):
@@ -51,11 +57,11 @@ def test_gpc_eval_runs_parents_alone_and_composed_and_writes_table_json_csv(pare
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [row["episodes"] for row in summary] == [2, 2, 2]
     assert (tmp_path / "out" / "summary.csv").exists()
-    # rerunning resumes: every episode is already recorded, nothing is appended
-    episodes = next((tmp_path / "out").glob("episodes-*.jsonl"))
-    before = episodes.read_text()
+    # rerunning resumes: every episode is already recorded, nothing is added or changed
+    before = stored_rows(tmp_path / "out" / "episodes.sqlite")
+    assert len(before) == 6
     assert gpc(*eval_args(a, b, tmp_path / "out", "weights=[0.3,0.7]"), cwd=tmp_path).returncode == 0
-    assert episodes.read_text() == before
+    assert stored_rows(tmp_path / "out" / "episodes.sqlite") == before
 
 
 def test_gpc_eval_sweep_writes_a_sweep_plot(parents, tmp_path):

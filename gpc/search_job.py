@@ -1,0 +1,172 @@
+"""`gpc search`: choose composition weights on selection seeds, report them on fresh seeds, write the cost."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gpc.config import ConfigError, load_composer, resolve_path
+from gpc.episode_store import EpisodeStore, setup_hash
+from gpc.evaluate import candidate_label
+from gpc.report import Row, format_table, summarize
+from gpc.search import Grid, LocalBackend, RayBackend, SearchResult, SuccessiveHalving, make_space, run_search
+
+
+def make_strategy(config: DictConfig, n_candidates: int, source: str):
+    budget, first = int(config.budget), int(config.selection_seed)
+    try:
+        if config.strategy == "grid":
+            return Grid(n_candidates, budget // n_candidates, first)
+        if config.strategy == "adaptive":
+            if not 0 < float(config.delta) < 1:
+                raise ValueError(f"delta: must be within (0, 1), got {config.delta}")
+            return SuccessiveHalving(n_candidates, budget, first, float(config.delta))
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    raise ConfigError(f"{source}: strategy: unknown strategy {config.strategy!r}; choose adaptive or grid")
+
+
+def check_seeds(config: DictConfig, source: str) -> None:
+    """Report seeds must be fresh: their range may not meet the selection range."""
+    selection = range(int(config.selection_seed), int(config.selection_seed) + int(config.budget))
+    report = range(int(config.report_seed), int(config.report_seed) + int(config.report_episodes))
+    if int(config.report_episodes) < 0:
+        raise ConfigError(f"{source}: report_episodes: must be >= 0, got {config.report_episodes}")
+    if report and selection and report.start < selection.stop and selection.start < report.stop:
+        raise ConfigError(f"{source}: report_seed: report seeds {report.start}..{report.stop - 1} overlap the "
+                          f"selection seeds {selection.start}..{selection.stop - 1}")
+
+
+def check_backend(config: DictConfig, source: str) -> None:
+    if config.backend not in ("local", "ray"):
+        raise ConfigError(f"{source}: backend: unknown backend {config.backend!r}; choose local or ray")
+    if config.backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"{source}: backend: ray is not installed (pip install 'gpc[dist]')") from None
+
+
+def make_backend(config: DictConfig, composer, store: EpisodeStore, setup: str):
+    env, progress = config.env, bool(config.get("progress", True))
+    if config.backend == "local":
+        return LocalBackend(composer, lambda: instantiate(env.factory), int(env.n_envs), int(env.max_steps),
+                            list(env.get("track_max", [])), store, setup, progress)
+    compose = OmegaConf.to_container(config.compose, resolve=True)
+    for parent in compose["parents"]:  # workers may run elsewhere: give them absolute paths
+        parent["path"] = str(resolve_path(str(parent["path"])).resolve())
+    workers = config.get("ray_workers")
+    return RayBackend(compose, OmegaConf.to_container(env, resolve=True), store, setup,
+                      config.get("ray_address"), int(workers) if workers else None, progress)
+
+
+def main(config: DictConfig, source: str = "search config") -> None:
+    composer = load_composer(config.compose, f"{source}: compose")
+    try:
+        space = make_space(str(config.space), len(composer.parents), float(config.step))
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    strategy = make_strategy(config, len(space.candidates), source)
+    check_seeds(config, source)
+    check_backend(config, source)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setup = setup_hash(config)
+    report_seeds = range(int(config.report_seed), int(config.report_seed) + int(config.report_episodes))
+    track = list(config.env.get("track_max", []))
+    with EpisodeStore(out / "episodes.sqlite") as store:
+        stored_before = store.done(setup)
+        backend = make_backend(config, composer, store, setup)
+        try:
+            result = run_search(space, strategy, backend, report_seeds, track[0] if track else None)
+        finally:
+            backend.close()
+    report, rows = write_report(result, config, out, stored_before)
+    print(format_table(rows))
+    chosen = report["chosen"]
+    print(f"chosen {chosen['candidate']}: {_rate(chosen['selection'])} on its selection episodes (biased: chosen "
+          f"on them); {_rate(chosen['held_out'])} on fresh seeds from {config.report_seed}")
+    cost = report["cost"]
+    print(f"cost: {cost['selection_episodes']} selection + {cost['report_episodes']} report episodes "
+          f"({cost['from_store']} from the store), {cost['wall_s']:.0f} s; report in {out}")
+
+
+def _rate(part: dict | None) -> str:
+    if not part:
+        return "no episodes"
+    lo, hi = part["success_ci"]
+    return f"{100 * part['success_rate']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}] ({part['episodes']} episodes)"
+
+
+def write_report(result: SearchResult, config: DictConfig, out: Path, stored_before: set) -> tuple[dict, list[Row]]:
+    """search.json (every candidate's selection estimate, the chosen one on fresh seeds, the cost) and sweep.png."""
+    labels = [candidate_label(c) for c in result.space.candidates]
+    rows = summarize(result.selection, labels, labels)
+    best = labels[result.best]
+    held_out = summarize(result.held_out, [best], [best])
+    xs = result.space.xs or list(range(len(labels)))
+    by_label = {r.candidate: r for r in rows}
+    pairs = {(e.candidate, e.seed) for e in result.selection + result.held_out}
+    report = {
+        "parents": [str(parent.path) for parent in config.compose.parents], "setup": setup_hash(config),
+        "space": result.space.kind, "step": float(config.step), "strategy": str(config.strategy),
+        "chosen": {"candidate": best, "selection": _part(by_label[best]),
+                   "held_out": _part(held_out[0]) if held_out else None},
+        "candidates": [asdict(by_label[label]) for label in labels],
+        "seeds": {"selection_from": int(config.selection_seed), "report_from": int(config.report_seed)},
+        "cost": {"selection_episodes": len(result.selection), "report_episodes": len(result.held_out),
+                 "from_store": len(pairs & stored_before), "wall_s": result.wall_s},
+    }
+    if result.space.xs is not None:
+        for row, x in zip(report["candidates"], result.space.xs):
+            row["x"] = float(x)
+    (out / "search.json").write_text(json.dumps(report, indent=2))
+    plot_search(rows, xs, by_label[best], held_out[0] if held_out else None, result.space.xs is not None,
+                out / "sweep.png")
+    return report, rows
+
+
+def _part(row: Row) -> dict:
+    return {"episodes": row.episodes, "success_rate": row.success_rate, "success_ci": list(row.success_ci)}
+
+
+def plot_search(rows: list[Row], xs, best: Row, held_out: Row | None, on_line: bool, path: Path) -> None:
+    """Every candidate's selection success with its 95% Wilson interval, and the chosen one on fresh seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def bars(rs):
+        rate = np.array([r.success_rate for r in rs]) * 100
+        lo, hi = (np.array([r.success_ci[i] for r in rs]) * 100 for i in (0, 1))
+        return rate, np.maximum(0, [rate - lo, hi - rate])  # Wilson bounds at 0% or 100% can be off by 1e-17
+
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(rows)), 4))
+    rate, err = bars(rows)
+    ax.errorbar(xs, rate, yerr=err, fmt="o-" if on_line else "o", capsize=3,
+                label="selection episodes (95% Wilson CI)")
+    for x, r, y in zip(xs, rows, rate):
+        ax.annotate(str(r.episodes), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if held_out:
+        x_best = xs[[r.candidate for r in rows].index(best.candidate)] + 0.01 * (max(xs) - min(xs) or 1)  # beside
+        rate, err = bars([held_out])
+        ax.errorbar([x_best], rate, yerr=err, fmt="s", color="tab:red", capsize=4,
+                    label=f"chosen, {held_out.episodes} fresh seeds")
+    if on_line:
+        ax.set_xlabel("weight on the first parent")
+    else:
+        ax.set_xticks(xs, [r.candidate for r in rows], rotation=90, fontsize=6)
+    ax.set_ylabel("success %")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title("weight search (numbers: episodes per candidate)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
