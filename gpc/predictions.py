@@ -46,7 +46,3 @@ def from_noise_and_action(e: torch.Tensor, a: torch.Tensor, quantity: str, level
         return e - a
     raise ValueError(f"unknown working quantity {quantity!r}; expected one of {WORKING_QUANTITIES}")
 
-
-def score(e: torch.Tensor, level: Level) -> torch.Tensor:
-    """Score of the noised marginal at a VP or flow state: -e / sigma."""
-    return -e / level.sigma
