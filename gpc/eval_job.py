@@ -58,6 +58,6 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     labels = [candidate_label(s) for s in schedules]
     rows = summarize(episodes, labels, names)
     sweep = list(zip(sweep_x, rows)) if sweep_x is not None else ()
-    write_reports(rows, out, sweep)
+    write_reports(rows, out, sweep, f"weight on {composer.parents[0].spec.name}")
     print(format_table(rows))
     print(f"{len(seeds)} seeds from {config.seed}; {time.perf_counter() - began:.0f} s; results in {out}")

@@ -57,7 +57,8 @@ def format_table(rows: Sequence[Row]) -> str:
     return "\n".join(text)
 
 
-def write_reports(rows: Sequence[Row], out: Path, sweep: Sequence[tuple[float, Row]] = ()) -> None:
+def write_reports(rows: Sequence[Row], out: Path, sweep: Sequence[tuple[float, Row]] = (),
+                  sweep_label: str = "weight on the first parent") -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     with open(out / "summary.csv", "w", newline="") as f:
@@ -69,7 +70,7 @@ def write_reports(rows: Sequence[Row], out: Path, sweep: Sequence[tuple[float, R
             writer.writerow([r.name, r.candidate, r.episodes, r.success_rate, *r.success_ci, r.mean_length]
                             + [r.maxima[k][0] for k in keys])
     if sweep:
-        plot_sweep(sweep, out / "sweep.png")
+        plot_sweep(sweep, out / "sweep.png", sweep_label)
 
 
 def plot_sweep(sweep: Sequence[tuple[float, Row]], path: Path, xlabel: str = "weight on the first parent") -> None:
