@@ -62,16 +62,24 @@ class ObsHistory:
         return {k: np.stack([np.stack([frame[k] for frame in self.frames[s]]) for s in slots]) for k in keys}
 
 
+def stored_and_missing(store: EpisodeStore | None, setup: str, labels: Sequence[str], seeds: Sequence[int]
+                       ) -> tuple[list[Episode], list[tuple[int, int]]]:
+    """Episodes already in `store` for these (candidate, seed) pairs, and the (candidate index, seed) pairs
+    still to run, seed-major so that every candidate advances together."""
+    wanted = [(label, int(seed)) for seed in seeds for label in labels]
+    episodes = store.episodes(setup, wanted) if store else []
+    finished = {(e.candidate, e.seed) for e in episodes}
+    todo = [(k, int(seed)) for seed in seeds for k, label in enumerate(labels) if (label, int(seed)) not in finished]
+    return episodes, todo
+
+
 def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Sequence[WeightSchedule],
             seeds: Sequence[int], n_envs: int, max_steps: int, track_max: Sequence[str] = (),
             store: EpisodeStore | None = None, setup: str = "", progress: bool = True) -> list[Episode]:
     """Run every candidate on every seed; returns an episode per (candidate, seed), taking those already in
     `store` (under `setup`) from it and recording each new one there as it ends."""
     labels = [candidate_label(c) for c in candidates]
-    wanted = [(label, int(seed)) for seed in seeds for label in labels]
-    episodes = store.episodes(setup, wanted) if store else []
-    finished = {(e.candidate, e.seed) for e in episodes}
-    todo = [(k, seed) for seed in seeds for k in range(len(candidates)) if (labels[k], seed) not in finished]
+    episodes, todo = stored_and_missing(store, setup, labels, seeds)
     if not todo:
         return episodes
     n_envs = min(n_envs, len(todo))

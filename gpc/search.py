@@ -19,7 +19,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from gpc.evaluate import Episode, candidate_label, rollout
+from gpc.evaluate import Episode, candidate_label, rollout, stored_and_missing
 from gpc.operators import WeightSchedule
 
 SPACES = ("line", "simplex", "schedule")
@@ -252,14 +252,12 @@ class RayBackend:
         from ray.util import ActorPool
         from tqdm import tqdm
 
-        labels = [candidate_label(c) for c in candidates]
-        wanted = [(label, int(seed)) for seed in seeds for label in labels]
-        episodes = self.store.episodes(self.setup, wanted) if self.store else []
+        episodes, todo = stored_and_missing(self.store, self.setup, [candidate_label(c) for c in candidates], seeds)
         done = {(e.candidate, e.seed) for e in episodes}
-        missing = [int(s) for s in seeds if any((label, int(s)) not in done for label in labels)]
+        missing = list(dict.fromkeys(seed for _, seed in todo))
         per_task = max(1, self.n_envs // len(candidates))
         tasks = [missing[i:i + per_task] for i in range(0, len(missing), per_task)]
-        bar = tqdm(total=len(wanted) - len(done), desc="episodes", disable=not self.progress)
+        bar = tqdm(total=len(todo), desc="episodes", disable=not self.progress)
         pool = ActorPool(self.actors)
         for finished in pool.map_unordered(lambda a, task: a.run.remote(candidates, task), tasks):
             for e in finished:
