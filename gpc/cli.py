@@ -1,4 +1,4 @@
-"""`gpc <command> [hydra overrides...]`: train parents, evaluate compositions.
+"""`gpc <command> [hydra overrides...]`: train parents, evaluate, search and compare compositions.
 
 Each command is a Hydra config in configs/ and a job function; bad input exits 2 with one line.
 """
@@ -13,6 +13,8 @@ COMMANDS = {
     "train": ("train", "gpc.policies.train:main"),
     "eval": ("eval", "gpc.eval_job:main"),
     "search": ("search", "gpc.search_job:main"),
+    "compare": ("compare", "gpc.compare_job:main"),
+    "deploy": ("deploy", "gpc.hardware.deploy_job:main"),
 }
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

@@ -12,13 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
+from gpc.acceleration import FastPath, FusedDenoisers, fusion_groups
 from gpc.noise import align
 from gpc.operators import Convex, WeightSchedule, as_schedules
-from gpc.parent import Encoding, Parent, repeat_rows
+from gpc.parent import Encoding, Parent, concat_rows, repeat_rows
 from gpc.predictions import from_noise_and_action, to_noise_and_action
 from gpc.samplers import SamplerConfig, WorkingSampler
+from gpc.superposition import (LogDensityTracker, OperatorConfig, and_weights, or_weights, rademacher,
+                               score_products, step_integrals)
 
 
 class CompositionError(ValueError):
@@ -82,15 +86,25 @@ def make_generators(seeds: Sequence[int], n_candidates: int, common_noise: bool 
 
 
 class Composer:
-    """Compose parents with convex weights under one working sampler."""
+    """Compose parents under one working sampler, with convex weights or AND / OR superposition."""
 
     def __init__(self, parents: Sequence[Parent], sampler: SamplerConfig, n_action_steps: int | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 operator: OperatorConfig = OperatorConfig(), fast: FastPath = FastPath()):
         check_composable(parents)
         self.parents = list(parents)
         self.sampler = sampler
+        self.operator = operator
+        self.fast = fast
+        self.networks = [torch.compile(p.predict, dynamic=False) if fast.compile else p.predict
+                         for p in self.parents]
+        self.groups = fusion_groups(self.parents) if fast.fuse else [[i] for i in range(len(self.parents))]
+        self.fused = {tuple(g): FusedDenoisers([self.parents[i].denoiser for i in g])
+                      for g in self.groups if len(g) > 1}
         self.layout = ChunkLayout.of(self.parents, n_action_steps)
         self.coverage = self.layout.coverage(self.parents)
+        if operator.superposed:
+            check_superposable(operator, sampler, self.coverage)
         self.device = torch.device(device)
         self.dtype = dtype
         self.normalizer = self.parents[0].spec.normalizer
@@ -111,6 +125,9 @@ class Composer:
                 schedule.validate(len(self.parents), where=f"weight candidate {k}")
             except ValueError as err:
                 raise CompositionError(str(err)) from None
+            if self.operator.superposed and len(schedule.knots) > 1:
+                raise CompositionError(f"weight candidate {k}: the {self.operator.name!r} operator takes constant "
+                                       "weights (mixture weights for OR, participating parents for AND)")
         return schedules
 
     @torch.no_grad()
@@ -145,31 +162,128 @@ class Composer:
         x = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
                          for g in generators])
         sampler = WorkingSampler(self.sampler, self.device)
+        if self.operator.superposed:
+            return self._sample_superposed(encodings, candidates, row_candidates, generators, x, sampler, inpaint)
         for step in sampler.steps():
             if inpaint is not None:
                 x = torch.where(inpaint[0], inpaint[1], x)
             weights_now = operator.weights(step.level.s, self.dtype, self.device)
-            predictions = [self._predict_working(i, x, step, encodings[i]) if self._used(weights_now, i) else None
-                           for i in range(len(self.parents))]
-            x = sampler.step(operator.combine(predictions, weights_now), step, x, generators)
+            used = [self._used(weights_now, i) for i in range(len(self.parents))]
+            x = sampler.step(operator.combine(self._predict_all(x, step, encodings, used), weights_now), step, x,
+                             generators)
         if inpaint is not None:
             x = torch.where(inpaint[0], inpaint[1], x)
         return x
+
+    def _sample_superposed(self, encodings, candidates, row_candidates, generators, x, sampler, inpaint):
+        """The AND / OR loop (gpc.superposition): per-row weights from running log-density estimates."""
+        n_rows, n_parents = x.shape[0], len(self.parents)
+        prior = torch.as_tensor(np.stack([c.at(1.0) for c in candidates]), dtype=torch.float64,
+                                device=self.device)[torch.as_tensor(row_candidates, device=self.device)]
+        used = [bool((prior[:, i] > 0).any()) for i in range(n_parents)]
+        tracker = LogDensityTracker(n_rows, n_parents, self.device)
+        deterministic = self.sampler.name != "ddpm"
+        steps = list(sampler.steps())
+        for n, step in enumerate(steps):
+            if inpaint is not None:
+                x = torch.where(inpaint[0], inpaint[1], x)
+            level = step.level
+            probe = rademacher(x.shape[1:], generators, self.device, self.dtype) if deterministic else None
+            outputs, scores, divergences = zip(*(self._score_terms(i, x, step, encodings[i], probe) if used[i]
+                                                 else _unused(x) for i in range(n_parents)))
+            next_level = steps[n + 1].level if n + 1 < len(steps) else sampler.final_level
+            tracked = level.alpha > 0  # at pure noise every parent's score is -x / sigma: no difference
+            if tracked:
+                F, G = step_integrals(self.sampler.path, level, next_level)
+                constants = tracker.step_terms(scores, x, divergences if deterministic else None, F, G)
+            else:
+                constants = torch.zeros(n_rows, n_parents, dtype=torch.float64, device=self.device)
+            if self.operator.name == "or":
+                kappa = or_weights(tracker.log_density, prior, self.operator.temperature)
+                x_next = sampler.step(_mix(outputs, kappa), step, x, generators)
+            else:
+                x_each = sampler.step_each(torch.stack(outputs), step, x, generators)
+                kappa = and_weights(tracker.log_density, constants, score_products(scores, x_each - x[None]),
+                                    prior > 0)
+                x_next = _mix(list(x_each), kappa)
+            if tracked:
+                tracker.update(scores, x, x_next, constants)
+            x = x_next
+        if inpaint is not None:
+            x = torch.where(inpaint[0], inpaint[1], x)
+        return x
+
+    def _score_terms(self, i: int, x: torch.Tensor, step, encoding: Encoding, probe: torch.Tensor | None):
+        """Parent i's working output, its score -e / sigma, and (given a probe z) the Hutchinson estimate of
+        its divergence z . (s(x + h z) - s(x)) / h, from one call on x and x + h z together."""
+        level = step.level
+        if probe is None:
+            q = self._predict_working(i, x, step, encoding)
+        else:
+            h = self.operator.probe_scale * level.sigma
+            both = self._predict_working(i, torch.cat([x, x + h * probe]), step, concat_rows(encoding, encoding))
+            q, q_probe = both[:x.shape[0]], both[x.shape[0]:]
+        e = to_noise_and_action(q, self.sampler.prediction_type, x, level)[0]
+        if probe is None:
+            return q, -e / level.sigma, None
+        e_probe = to_noise_and_action(q_probe, self.sampler.prediction_type, x + h * probe, level)[0]
+        divergence = -(probe.double() * (e_probe - e).double()).flatten(1).sum(1) / (level.sigma * h)
+        return q, -e / level.sigma, divergence
 
     @staticmethod
     def _used(weights: torch.Tensor, i: int) -> bool:
         return bool((weights[:, i] != 0).any())
 
+    def _predict_all(self, x: torch.Tensor, step, encodings, used: Sequence[bool]) -> list[torch.Tensor | None]:
+        """Every used parent's prediction in the working quantity (None for unused ones), fused groups in one
+        call each."""
+        predictions: list[torch.Tensor | None] = [None] * len(self.parents)
+        for group in self.groups:
+            members = [i for i in group if used[i]]
+            if not members:
+                continue
+            inputs = [self._network_input(i, x, step) for i in members]
+            with self.fast.autocast(self.device):
+                if len(members) > 1:
+                    outputs = self._fused_for(group, members)(
+                        torch.stack([x_own for x_own, _, _ in inputs]), torch.stack([t for _, t, _ in inputs]),
+                        torch.stack([encodings[i] for i in members])).unbind(0)
+                else:
+                    outputs = [self.networks[i](x_own, t, encodings[i]) for i, (x_own, t, _) in zip(members, inputs)]
+            for i, (x_own, _, level), output in zip(members, inputs, outputs):
+                predictions[i] = self._to_working(i, output.to(self.dtype), x_own, x, step, level)
+        return predictions
+
+    def _fused_for(self, group: list[int], members: list[int]) -> FusedDenoisers:
+        if len(members) == len(group):
+            return self.fused[tuple(group)]
+        key = tuple(members)  # some members unused in this call: fuse just those (cached)
+        if key not in self.fused:
+            self.fused[key] = FusedDenoisers([self.parents[i].denoiser for i in members])
+        return self.fused[key]
+
     def _predict_working(self, i: int, x: torch.Tensor, step, encoding: Encoding) -> torch.Tensor:
         """Parent i's prediction, in the working sampler's quantity, on the composite chunk."""
-        parent, spec = self.parents[i], self.parents[i].spec
+        x_own, t, level = self._network_input(i, x, step)
+        with self.fast.autocast(self.device):
+            output = self.networks[i](x_own, t, encoding)
+        return self._to_working(i, output.to(self.dtype), x_own, x, step, level)
+
+    def _network_input(self, i: int, x: torch.Tensor, step):
+        """(state in parent i's own frame, its timestep per row, its level) for this working step."""
+        spec = self.parents[i].spec
         start = self.layout.starts[i]
         x_own = x[:, start:start + spec.horizon]
         timestep, scale, level = align(step.level, self.sampler.path, step.timestep, spec.path)
         if scale != 1.0:
             x_own = x_own * scale
-        t = torch.full((x.shape[0],), timestep, dtype=self.dtype, device=self.device)
-        output = parent.predict(x_own, t, encoding)
+        return x_own, torch.full((x.shape[0],), timestep, dtype=self.dtype, device=self.device), level
+
+    def _to_working(self, i: int, output: torch.Tensor, x_own: torch.Tensor, x: torch.Tensor, step, level
+                    ) -> torch.Tensor:
+        """A parent's raw output turned into the working sampler's quantity on the composite chunk."""
+        spec = self.parents[i].spec
+        start = self.layout.starts[i]
         if spec.prediction_type == self.sampler.prediction_type and spec.path == self.sampler.path:
             q = output  # same quantity on the same path: no conversion, so weight 1 is bit-exact
         else:
@@ -197,6 +311,33 @@ class Composer:
         """The actions to execute now, in the env's units, from normalized composite chunks (rows, L, D)."""
         start = self.layout.action_start
         return self.normalizer.unnormalize(chunk[:, start:start + self.layout.n_action_steps])
+
+
+def check_superposable(operator: OperatorConfig, sampler: SamplerConfig, coverage: torch.Tensor) -> None:
+    if not bool(coverage.all()):
+        raise CompositionError(f"the {operator.name!r} operator needs parents that predict the same chunk "
+                               "(equal horizons and action_start)")
+    if sampler.name == "ddim" and sampler.eta != 0:
+        raise CompositionError(f"the {operator.name!r} operator needs DDPM, DDIM with eta=0 or flow Euler; "
+                               f"DDIM eta={sampler.eta} is neither the reverse SDE nor its ODE")
+    if sampler.clip_sample:
+        raise CompositionError(f"the {operator.name!r} operator needs clip_sample=False (the step must be affine "
+                               "in the model output)")
+
+
+def _unused(x: torch.Tensor):
+    """Placeholders for a parent no row uses: zero output and score, zero divergence (its weight is 0)."""
+    return torch.zeros_like(x), torch.zeros_like(x), torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+
+
+def _mix(tensors: Sequence[torch.Tensor], kappa: torch.Tensor) -> torch.Tensor:
+    """sum_i kappa[:, i] * tensors[i]; kappa (rows, P) in float64, tensors (rows, ...). Zero weights add exact
+    zeros, so weight 1 on one parent gives that parent's tensor bit for bit."""
+    out = None
+    for i, t in enumerate(tensors):
+        term = kappa[:, i].to(t.dtype).reshape(-1, *([1] * (t.dim() - 1))) * t
+        out = term if out is None else out + term
+    return out
 
 
 def _consistent_with_state(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level, parent_level):

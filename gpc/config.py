@@ -12,10 +12,12 @@ from typing import Any
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from gpc.acceleration import FastPath
 from gpc.composer import Composer, CompositionError
 from gpc.noise import VPSchedule
 from gpc.operators import WeightSchedule, as_schedules
 from gpc.samplers import SamplerConfig
+from gpc.superposition import OperatorConfig
 
 DEFAULT_LOADER = "gpc.policies.checkpoint.load_policy"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,8 +79,9 @@ def weight_candidates(value: Any, n_parents: int, source: str, field: str = "wei
     try:
         if isinstance(raw, dict):
             raw = [raw]
-        if isinstance(raw, list) and raw and isinstance(raw[0], dict):
-            schedules = [WeightSchedule(tuple(c["knots"]), tuple(tuple(w) for w in c["weights"])) for c in raw]
+        if isinstance(raw, list) and any(isinstance(c, dict) for c in raw):
+            schedules = [WeightSchedule(tuple(c["knots"]), tuple(tuple(w) for w in c["weights"]))
+                         if isinstance(c, dict) else WeightSchedule.constant(c) for c in raw]
         else:
             schedules = as_schedules(raw)
         for k, schedule in enumerate(schedules):
@@ -88,13 +91,42 @@ def weight_candidates(value: Any, n_parents: int, source: str, field: str = "wei
     return schedules
 
 
+def operator_config(value: Any, source: str) -> OperatorConfig:
+    """`convex` (default), `or`, `and`, or a mapping {name, temperature, probe_scale}."""
+    try:
+        if value is None or isinstance(value, str):
+            return OperatorConfig(value or "convex")
+        raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
+        return OperatorConfig(**raw)
+    except TypeError as err:
+        raise ConfigError(f"{source}: operator: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"{source}: operator.{err}") from None
+
+
+def fast_path_config(value: Any, source: str) -> FastPath:
+    """`fast: {fuse, compile, precision}`; absent means the measured defaults."""
+    if value is None:
+        return FastPath()
+    try:
+        raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
+        return FastPath(**raw)
+    except TypeError as err:
+        raise ConfigError(f"{source}: fast: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"{source}: fast.{err}") from None
+
+
 def load_composer(config: DictConfig, source: str) -> Composer:
-    """Build the composer (parents, sampler, device) from a composition config."""
+    """Build the composer (parents, sampler, operator, fast path, device) from a composition config."""
     device = str(config.get("device", "cpu"))
+    operator = operator_config(config.get("operator"), source)
+    fast = fast_path_config(config.get("fast"), source)
     parents = load_parents(config, source, device)
     sampler = sampler_config(config.get("sampler"), parents, source)
     try:
-        return Composer(parents, sampler, config.get("n_action_steps"), device=device)
+        return Composer(parents, sampler, config.get("n_action_steps"), device=device, operator=operator,
+                        fast=fast)
     except CompositionError as err:
         raise ConfigError(f"{source}: parents: {err}") from None
 

@@ -82,3 +82,10 @@ def repeat_rows(encoding: Encoding, repeats: int) -> Encoding:
     if isinstance(encoding, torch.Tensor):
         return encoding.repeat_interleave(repeats, dim=0)
     return {key: value.repeat_interleave(repeats, dim=0) for key, value in encoding.items()}
+
+
+def concat_rows(first: Encoding, second: Encoding) -> Encoding:
+    """The rows of `first`, then those of `second`."""
+    if isinstance(first, torch.Tensor):
+        return torch.cat([first, second])
+    return {key: torch.cat([value, second[key]]) for key, value in first.items()}

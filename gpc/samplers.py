@@ -95,6 +95,25 @@ class WorkingSampler:
             for t in self.scheduler.timesteps:
                 yield Step(t, float(t), self.path.level(int(t)))
 
+    @property
+    def final_level(self) -> Level:
+        """Where the last step lands: the clean end (diffusers' DDIM with set_alpha_to_one, DDPM, flow Euler)."""
+        return Level(1.0, 0.0)
+
+    def step_each(self, model_outputs: torch.Tensor, step: Step, sample: torch.Tensor,
+                  generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+        """The step each of P model outputs (P, rows, ...) would take alone, all with the same noise, in one
+        scheduler call; the generators advance as one `step` would advance them."""
+        P = model_outputs.shape[0]
+        clones = None
+        if generators is not None:
+            clones = [_clone(g) for _ in range(P) for g in generators]
+        out = self.step(model_outputs.flatten(0, 1), step, sample.repeat(P, *([1] * (sample.dim() - 1))), clones)
+        if generators is not None:
+            for g, c in zip(generators, clones):
+                g.set_state(c.get_state())
+        return out.reshape(model_outputs.shape)
+
     def step(self, model_output: torch.Tensor, step: Step, sample: torch.Tensor,
              generators: Sequence[torch.Generator] | None) -> torch.Tensor:
         if self.config.name == "ddpm":
@@ -108,3 +127,9 @@ class WorkingSampler:
         else:
             out = self.scheduler.step(model_output, step.scheduler_timestep, sample)
         return out.prev_sample
+
+
+def _clone(generator: torch.Generator) -> torch.Generator:
+    clone = torch.Generator(device=generator.device)
+    clone.set_state(generator.get_state())
+    return clone

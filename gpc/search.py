@@ -21,6 +21,7 @@ import numpy as np
 
 from gpc.evaluate import Episode, candidate_label, rollout, stored_and_missing
 from gpc.operators import WeightSchedule
+from gpc.stats import sign_test
 
 SPACES = ("line", "simplex", "schedule")
 
@@ -153,12 +154,6 @@ class SuccessiveHalving:
     def _leader_clearly_best(self, results: Results, ranked: list[int]) -> bool:
         level = self.delta / (len(ranked) - 1)
         return all(sign_test(*results.discordant(ranked[0], k, self.seeds)) < level for k in ranked[1:])
-
-
-def sign_test(wins: int, losses: int) -> float:
-    """One-sided p-value of `wins` or more among `wins + losses` discordant pairs under a fair coin."""
-    n = wins + losses
-    return sum(math.comb(n, i) for i in range(wins, n + 1)) / 2 ** n if n else 1.0
 
 
 class Backend(Protocol):

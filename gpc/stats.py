@@ -28,3 +28,14 @@ def mean_interval(values, z: float = Z95) -> tuple[float, float]:
         return float("nan"), float("nan")
     half = z * values.std(ddof=1) / math.sqrt(len(values))
     return float(values.mean() - half), float(values.mean() + half)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided p-value of `wins` or more among `wins + losses` discordant pairs under a fair coin."""
+    n = wins + losses
+    return sum(math.comb(n, i) for i in range(wins, n + 1)) / 2 ** n if n else 1.0
+
+
+def two_sided_sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided p-value (McNemar's exact test) of a split at least this uneven."""
+    return min(1.0, 2 * sign_test(max(wins, losses), min(wins, losses)))

@@ -107,6 +107,11 @@ class Policy(nn.Module):
 
     def compute_loss(self, batch: Mapping[str, Any], generator: torch.Generator | None = None) -> torch.Tensor:
         """Per-sample denoising loss (B,), mean squared error over the chunk, so callers may reweight samples."""
+        return self.loss_and_encoding(batch, generator)[0]
+
+    def loss_and_encoding(self, batch: Mapping[str, Any], generator: torch.Generator | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-sample loss and the observation encoding it was conditioned on (SGFD reweights by it)."""
         action = self.normalizers["action"].normalize(batch["action"].to(self.device).float())
         encoding = self.encode(batch["obs"])
         rows = action.shape[0]
@@ -126,4 +131,4 @@ class Policy(nn.Module):
             target = self.path.velocity_sign * (noise - action)
             timestep = s if self.path.noise_at == 1 else 1 - s
         prediction = self.predict(noisy, timestep, encoding)
-        return ((prediction - target) ** 2).mean(dim=(1, 2))
+        return ((prediction - target) ** 2).mean(dim=(1, 2)), encoding

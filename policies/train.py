@@ -24,15 +24,17 @@ from gpc.atomic import replace_directory
 from gpc.policies.checkpoint import save_policy
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy
+from gpc.policies.sgfd import SGFD, SGFDConfig, weighted_loss
 
 log = logging.getLogger(__name__)
 STATE_DIR = "train_state"
 
 
-def make_dataset(config, policy_config):
-    """The sequence dataset, normalizers fit on it, and per-episode language instructions.
+def make_dataset(config, policy_config, need_env: bool = False):
+    """The sequence dataset, normalizers fit on it, per-window language instructions and environment labels.
 
-    A language feature `k` reads one instruction per episode from the store's `meta/k`.
+    A language feature `k` reads one instruction per episode from the store's `meta/k`; SGFD reads one
+    integer environment label per episode from `meta/env`.
     """
     from gpc.policies.data.sequence import SequenceDataset, fit_normalizers
     from gpc.policies.data.replay_buffer import ReplayBuffer, read_replay_buffer
@@ -50,21 +52,30 @@ def make_dataset(config, policy_config):
         normalizers.update(fit_normalizers(buffer, [key], policy_config.normalization.get(key, "limits")))
     dataset = SequenceDataset(buffer, obs_keys=array_keys, horizon=policy_config.horizon,
                               n_obs_steps=policy_config.n_obs_steps, n_action_steps=policy_config.n_action_steps)
+    episode_of_window = np.searchsorted(buffer.episode_ends, dataset.windows[:, 2], side="left")
     languages = {}
     for feature in (f for f in policy_config.obs if f.type == "language"):
         if feature.key not in buffer.meta:
             raise ValueError(f"{config.dataset.path}: meta/{feature.key} (one instruction per episode) is missing")
-        episode_of_window = np.searchsorted(buffer.episode_ends, dataset.windows[:, 2], side="left")
         languages[feature.key] = [str(buffer.meta[feature.key][e]) for e in episode_of_window]
-    return dataset, normalizers, languages
+    envs = None
+    if need_env:
+        if "env" not in buffer.meta:
+            raise ValueError(f"{config.dataset.path}: meta/env (one environment label per episode) is missing; "
+                             "SGFD needs it")
+        envs = torch.as_tensor(np.asarray(buffer.meta["env"], dtype=np.int64)[episode_of_window])
+    return dataset, normalizers, languages, envs
 
 
-def collate(dataset, indices, languages=None):
+def collate(dataset, indices, languages=None, envs=None):
     items = [dataset[int(i)] for i in indices]
     obs = {key: torch.stack([torch.as_tensor(item["obs"][key]) for item in items]) for key in items[0]["obs"]}
     for key, per_window in (languages or {}).items():
         obs[key] = [per_window[int(i)] for i in indices]
-    return {"obs": obs, "action": torch.stack([torch.as_tensor(item["action"]) for item in items])}
+    batch = {"obs": obs, "action": torch.stack([torch.as_tensor(item["action"]) for item in items])}
+    if envs is not None:
+        batch["env"] = envs[indices]
+    return batch
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
@@ -75,35 +86,63 @@ def lr_at(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_state(out: Path, policy, ema, optimizer, step: int) -> None:
+def _save_optimizer(optimizer, path: Path) -> list:
+    """Optimizer slots to safetensors; returns the param groups (JSON) needed to load them back."""
+    opt = optimizer.state_dict()
+    save_file({f"{pid}.{name}": value.contiguous() for pid, slot in opt["state"].items()
+               for name, value in slot.items()}, str(path))
+    return opt["param_groups"]
+
+
+def _load_optimizer(optimizer, path: Path, param_groups: list) -> None:
+    slots: dict[int, dict] = {}
+    for key, value in load_file(str(path)).items():
+        pid, name = key.split(".", 1)
+        slots.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": param_groups})
+
+
+def _save_state(out: Path, policy, ema, optimizer, step: int, sgfd=None) -> None:
     state = out / STATE_DIR
     tmp = out / f".{STATE_DIR}.tmp"
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, str(tmp / "model.safetensors"))
     save_file({f"{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, str(tmp / "ema.safetensors"))
-    opt = optimizer.state_dict()
-    tensors = {f"{pid}.{name}": value.contiguous() for pid, slot in opt["state"].items()
-               for name, value in slot.items()}
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    meta = {"step": step, "ema_optimization_step": ema.optimization_step, "param_groups": opt["param_groups"]}
+    meta = {"step": step, "ema_optimization_step": ema.optimization_step,
+            "param_groups": _save_optimizer(optimizer, tmp / "optimizer.safetensors")}
+    if sgfd is not None:
+        save_file({k: v.contiguous() for k, v in sgfd.classifier.state_dict().items()},
+                  str(tmp / "sgfd_classifier.safetensors"))
+        meta["sgfd_param_groups"] = _save_optimizer(sgfd.optimizer, tmp / "sgfd_optimizer.safetensors")
     (tmp / "state.json").write_text(json.dumps(meta))
     replace_directory(tmp, state)
 
 
-def _load_state(out: Path, policy, ema, optimizer) -> int:
+def _load_state(out: Path, policy, ema, optimizer, sgfd=None) -> int:
     state = out / STATE_DIR
     meta = json.loads((state / "state.json").read_text())
     policy.load_state_dict(load_file(str(state / "model.safetensors")))
     shadow = load_file(str(state / "ema.safetensors"))
     ema.shadow_params = [shadow[f"{i}"] for i in range(len(shadow))]
     ema.optimization_step = meta["ema_optimization_step"]
-    tensors = load_file(str(state / "optimizer.safetensors"))
-    slots: dict[int, dict] = {}
-    for key, value in tensors.items():
-        pid, name = key.split(".", 1)
-        slots.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+    _load_optimizer(optimizer, state / "optimizer.safetensors", meta["param_groups"])
+    if sgfd is not None:
+        sgfd.classifier.load_state_dict(load_file(str(state / "sgfd_classifier.safetensors")))
+        _load_optimizer(sgfd.optimizer, state / "sgfd_optimizer.safetensors", meta["sgfd_param_groups"])
     return int(meta["step"])
+
+
+def make_sgfd(config: DictConfig, policy: Policy, envs):
+    """The SGFD reweighter when `training.sgfd.enabled`, else None."""
+    raw = config.training.get("sgfd")
+    try:
+        sgfd_config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SGFDConfig), raw or {}))
+    except Exception as err:  # OmegaConf's errors name the key
+        raise ValueError(f"training.sgfd: {err}".splitlines()[0]) from None
+    if not sgfd_config.enabled:
+        return None
+    encoding_dim = sum(encoder.output_dim for encoder in policy.encoders.values())
+    return SGFD(sgfd_config, encoding_dim, int(envs.max()) + 1)
 
 
 def train(config: DictConfig) -> Path:
@@ -113,15 +152,17 @@ def train(config: DictConfig) -> Path:
     out = Path(config.output_dir)
     policy_config = load_policy_config(config.policy, where="policy")
     torch.manual_seed(config.training.seed)
-    dataset, normalizers, languages = make_dataset(config, policy_config)
+    wants_sgfd = bool(config.training.get("sgfd", {}).get("enabled", False))
+    dataset, normalizers, languages, envs = make_dataset(config, policy_config, need_env=wants_sgfd)
     policy = Policy(policy_config, normalizers)
+    sgfd = make_sgfd(config, policy, envs)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.training.lr,
                                   weight_decay=config.training.weight_decay)
     ema = EMAModel(policy.parameters(), power=config.training.ema_power, decay=config.training.ema_max_decay,
                    use_ema_warmup=True)
     start = 0
     if (out / STATE_DIR / "state.json").exists():
-        start = _load_state(out, policy, ema, optimizer)
+        start = _load_state(out, policy, ema, optimizer, sgfd)
         log.info("resuming %s from step %d", out, start)
     out.mkdir(parents=True, exist_ok=True)
     history = (out / "train_log.jsonl").open("a")
@@ -131,8 +172,15 @@ def train(config: DictConfig) -> Path:
     for step in bar:
         policy.train()
         g = torch.Generator().manual_seed(config.training.seed * 1_000_003 + step)
-        batch = collate(dataset, torch.randint(len(dataset), (config.training.batch_size,), generator=g), languages)
-        loss = policy.compute_loss(batch, generator=g).mean()
+        batch = collate(dataset, torch.randint(len(dataset), (config.training.batch_size,), generator=g), languages,
+                        envs)
+        if sgfd is None:
+            weights, stats = None, {}
+            per_sample = policy.compute_loss(batch, generator=g)
+        else:
+            per_sample, encoding = policy.loss_and_encoding(batch, generator=g)
+            weights, stats = sgfd.weights(encoding, batch["env"])
+        loss = weighted_loss(per_sample, weights)
         lr = config.training.lr * lr_at(step, config.training.steps, config.training.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -144,10 +192,10 @@ def train(config: DictConfig) -> Path:
         if done % config.training.log_every == 0 or done == config.training.steps:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             history.write(json.dumps({"step": done, "loss": loss.item(), "lr": lr,
-                                      "seconds": time.perf_counter() - began}) + "\n")
+                                      "seconds": time.perf_counter() - began, **stats}) + "\n")
             history.flush()
         if done % config.training.checkpoint_every == 0 or done == config.training.steps:
-            _save_state(out, policy, ema, optimizer, done)
+            _save_state(out, policy, ema, optimizer, done, sgfd)
             _save_ema_policy(policy, ema, out, config, done)
     history.close()
     return out

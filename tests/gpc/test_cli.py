@@ -71,10 +71,25 @@ def test_gpc_eval_sweep_writes_a_sweep_plot(parents, tmp_path):
     assert (tmp_path / "out" / "sweep.png").stat().st_size > 0
 
 
+def test_gpc_eval_with_or_and_gpc_compare_pair_runs_on_common_seeds(parents, tmp_path):
+    a, b, _ = parents
+    for operator in ("convex", "or"):
+        result = gpc(*eval_args(a, b, tmp_path / operator, "alone=false", f"compose.operator={operator}"),
+                     cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    result = gpc("compare", f"runs=[{tmp_path / 'convex'},{tmp_path / 'or'}]", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "2 common seeds" in result.stdout and "convex: w=0.5,0.5 vs or: w=0.5,0.5" in result.stdout
+    result = gpc("compare", f"runs=[{tmp_path / 'nowhere'}]", cwd=tmp_path)
+    assert result.returncode == 2 and "runs[0]: no episodes.sqlite" in result.stderr
+
+
 @pytest.mark.parametrize("case, expected", [
     ("missing", "parents[1].path: checkpoint not found"),
     ("wide", "action_dim 3"),
     ("weights", "weights: 3 weights for 2 parents"),
+    ("operator", "compose: operator.name: unknown operator 'xor'"),
+    ("fast", "compose: fast.precision: must be one of"),
 ])
 def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parents, tmp_path, case, expected):
     a, b, wide = parents
@@ -83,6 +98,10 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
         b = tmp_path / "nowhere"
     elif case == "wide":
         b = wide
+    elif case == "operator":
+        extra = ["compose.operator=xor"]
+    elif case == "fast":
+        extra = ["compose.fast.precision=int8"]
     else:
         extra = ["weights=[0.2,0.3,0.5]"]
     result = gpc(*eval_args(a, b, tmp_path / "out", *extra), cwd=tmp_path)

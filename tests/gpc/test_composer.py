@@ -279,3 +279,16 @@ def test_weight_schedule_over_noise_levels_interpolates_between_knots():
     out = Composer(parents, SamplerConfig("flow_euler", 20)).sample(
         [p.encode(obs(2)) for p in parents], schedule, make_generators([0, 1], 1))
     assert torch.isfinite(out).all()
+
+
+def test_weight_schedules_come_from_yaml_and_bad_knots_name_the_field():
+    from omegaconf import OmegaConf
+
+    from gpc.config import ConfigError, weight_candidates
+    from gpc.operators import WeightSchedule
+
+    raw = OmegaConf.create([{"knots": [0.0, 1.0], "weights": [[1.0, 0.0], [0.0, 1.0]]}, [0.5, 0.5]])
+    schedules = weight_candidates(raw, 2, "compose")
+    assert schedules == [WeightSchedule((0.0, 1.0), ((1.0, 0.0), (0.0, 1.0))), WeightSchedule.constant([0.5, 0.5])]
+    with pytest.raises(ConfigError, match=r"compose: weights: knots must increase"):
+        weight_candidates(OmegaConf.create({"knots": [1.0, 0.0], "weights": [[1, 0], [0, 1]]}), 2, "compose")

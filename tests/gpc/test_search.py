@@ -21,7 +21,8 @@ from gpc.config import load_composer
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import Episode, candidate_label, rollout
 from gpc.operators import WeightSchedule
-from gpc.search import SimulatedBandit, SuccessiveHalving, make_space, run_search, sign_test, simplex_points
+from gpc.search import SimulatedBandit, SuccessiveHalving, make_space, run_search, simplex_points
+from gpc.stats import sign_test, two_sided_sign_test
 
 pytest.importorskip("gym_pusht")
 # The CLI in a subprocess: one torch thread, or it fights other jobs for this machine's two cores.
@@ -79,6 +80,7 @@ def test_spaces_list_every_weight_vector_of_the_step():
 
 def test_sign_test_is_the_exact_binomial_tail():
     assert sign_test(5, 0) == 1 / 32 and sign_test(0, 0) == 1.0 and sign_test(3, 3) == 42 / 64
+    assert two_sided_sign_test(0, 5) == 2 / 32 and two_sided_sign_test(3, 3) == 1.0
 
 
 def test_successive_halving_runs_survivors_on_common_seeds_within_budget_and_finds_the_peak():

@@ -1,0 +1,53 @@
+"""`gpc compare runs=[dir,...]`: paired comparison of finished runs on the seeds they share.
+
+Runs that used the same seeds (gpc eval / gpc search with equal seed ranges) faced the same start states and
+noise, so their difference is best judged on the seeds where their outcomes differ: an exact two-sided sign
+test (McNemar's exact test) on those discordant pairs, next to each policy's own success interval.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from gpc.config import ConfigError
+from gpc.episode_store import EpisodeStore
+from gpc.stats import two_sided_sign_test, wilson_interval
+
+
+def load_policies(runs, source: str) -> dict[str, dict[int, bool]]:
+    """'run: candidate' -> {seed: success}, for every candidate stored in every run directory."""
+    policies: dict[str, dict[int, bool]] = {}
+    for i, run in enumerate(runs):
+        path = Path(str(run)) / "episodes.sqlite"
+        if not path.exists():
+            raise ConfigError(f"{source}: runs[{i}]: no episodes.sqlite in {run}")
+        with EpisodeStore(path) as store:
+            rows = store.db.execute("SELECT setup, candidate, seed, success FROM episodes").fetchall()
+        setups = {setup for setup, *_ in rows}
+        for setup, candidate, seed, success in rows:
+            name = f"{Path(str(run)).name}: {candidate}" + (f" [{setup}]" if len(setups) > 1 else "")
+            policies.setdefault(name, {})[seed] = bool(success)
+    return policies
+
+
+def main(config: DictConfig, source: str = "compare config") -> None:
+    if not config.runs:
+        raise ConfigError(f"{source}: runs: name at least one run directory, e.g. runs=[outputs/a,outputs/b]")
+    policies = load_policies(config.runs, source)
+    seeds = sorted(set.intersection(*(set(outcomes) for outcomes in policies.values())))
+    if not seeds:
+        raise ConfigError(f"{source}: runs: the runs share no seed; compare runs made on the same seeds")
+    print(f"{len(seeds)} common seeds ({seeds[0]}..{seeds[-1]})")
+    width = max(len(name) for name in policies)
+    for name, outcomes in policies.items():
+        k = sum(outcomes[s] for s in seeds)
+        lo, hi = wilson_interval(k, len(seeds))
+        print(f"  {name:{width}s}  {100 * k / len(seeds):5.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
+    print("paired: seeds where only the first / only the second succeeded, exact two-sided sign test")
+    for a, b in combinations(policies, 2):
+        wins = sum(policies[a][s] and not policies[b][s] for s in seeds)
+        losses = sum(policies[b][s] and not policies[a][s] for s in seeds)
+        print(f"  {a} vs {b}: {wins} / {losses}, p = {two_sided_sign_test(wins, losses):.3f}")
