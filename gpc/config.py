@@ -91,30 +91,27 @@ def weight_candidates(value: Any, n_parents: int, source: str, field: str = "wei
     return schedules
 
 
+def _options(cls, value: Any, field: str, source: str):
+    """A dataclass of options from a YAML mapping; errors name the field (`source: field.key: ...`)."""
+    try:
+        raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
+        return cls(**raw)
+    except TypeError as err:
+        raise ConfigError(f"{source}: {field}: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"{source}: {field}.{err}") from None
+
+
 def operator_config(value: Any, source: str) -> OperatorConfig:
     """`convex` (default), `or`, `and`, or a mapping {name, temperature, probe_scale}."""
-    try:
-        if value is None or isinstance(value, str):
-            return OperatorConfig(value or "convex")
-        raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
-        return OperatorConfig(**raw)
-    except TypeError as err:
-        raise ConfigError(f"{source}: operator: {err}") from None
-    except ValueError as err:
-        raise ConfigError(f"{source}: operator.{err}") from None
+    if value is None or isinstance(value, str):
+        value = {"name": value or "convex"}
+    return _options(OperatorConfig, value, "operator", source)
 
 
 def fast_path_config(value: Any, source: str) -> FastPath:
     """`fast: {fuse, compile, precision}`; absent means the measured defaults."""
-    if value is None:
-        return FastPath()
-    try:
-        raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
-        return FastPath(**raw)
-    except TypeError as err:
-        raise ConfigError(f"{source}: fast: {err}") from None
-    except ValueError as err:
-        raise ConfigError(f"{source}: fast.{err}") from None
+    return _options(FastPath, value or {}, "fast", source)
 
 
 def load_composer(config: DictConfig, source: str) -> Composer:

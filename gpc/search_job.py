@@ -67,6 +67,9 @@ def make_backend(config: DictConfig, composer, store: EpisodeStore, setup: str):
 
 def main(config: DictConfig, source: str = "search config") -> None:
     composer = load_composer(config.compose, f"{source}: compose")
+    if composer.operator.name == "and":
+        raise ConfigError(f"{source}: compose.operator: 'and' has no weights to search (non-zero weights only "
+                          "choose the parents that take part); search convex or or")
     try:
         space = make_space(str(config.space), len(composer.parents), float(config.step))
     except ValueError as err:

@@ -8,4 +8,4 @@ venv="${1:-.venv}"
 "$venv/bin/python" -m pip install -q --upgrade pip
 # The CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 "$venv/bin/python" -m pip install -q "torch==2.13.0"
-"$venv/bin/python" -m pip install -q -e ".[sims,export,vla,dist,dev]"
+"$venv/bin/python" -m pip install -q -e ".[sims,export,vla,dist,ros,dev]"

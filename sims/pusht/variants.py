@@ -22,6 +22,7 @@ from gymnasium import spaces
 
 from gpc.policies.data.replay_buffer import read_replay_buffer, write_replay_buffer
 from gpc.sims.pusht.env import make_env
+from gpc.sims.pusht.expert import PushTExpert
 
 TRAIN_NOISE_PX = (5.0, 40.0)  # hint noise (std, pixels) of training envs 0 and 1
 
@@ -40,27 +41,37 @@ def add_hints(source: str | Path, out: str | Path, noise_px=TRAIN_NOISE_PX, seed
     return {"episodes": len(starts), "per_env": np.bincount(env).tolist(), "noise_px": list(noise_px)}
 
 
-class NoiseHint(gym.ObservationWrapper):
-    """The held-out variant: `hint` is uniform noise over the table, independent of everything else."""
+class Hint(gym.ObservationWrapper):
+    """Adds `hint`: the scripted expert's action for the current state plus Gaussian noise of `noise_px`, as in
+    the training variants, or (noise_px=None, the held-out variant) uniform noise over the table."""
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, noise_px: float | None):
         super().__init__(env)
         self.observation_space = spaces.Dict({**env.observation_space.spaces,
                                               "hint": spaces.Box(0, 512, (2,), np.float32)})
+        self.noise_px = noise_px
+        self.expert = None if noise_px is None else PushTExpert()
         self.rng = np.random.default_rng()
 
     def reset(self, *, seed=None, options=None):
         if seed is not None:
             self.rng = np.random.default_rng([seed, 1])
+        if self.expert is not None:
+            self.expert.reset()
         return super().reset(seed=seed, options=options)
 
     def observation(self, observation):
-        return {**observation, "hint": self.rng.uniform(0, 512, 2).astype(np.float32)}
+        if self.expert is None:
+            hint = self.rng.uniform(0, 512, 2)
+        else:
+            hint = np.clip(self.expert(self.env.unwrapped) + self.rng.normal(size=2) * self.noise_px, 0, 512)
+        return {**observation, "hint": hint.astype(np.float32)}
 
 
-def make_heldout_env(obs_keys=("keypoint", "state"), image_size: int = 96, max_episode_steps: int = 300) -> gym.Env:
-    """PushT in the held-out variant (the hint carries no information)."""
-    return NoiseHint(make_env(obs_keys, image_size, max_episode_steps))
+def make_variant_env(noise_px: float | None, obs_keys=("keypoint", "state"), image_size: int = 96,
+                     max_episode_steps: int = 300) -> gym.Env:
+    """PushT in one variant: `noise_px` 5.0 / 40.0 are training envs 0 / 1, None the held-out one."""
+    return Hint(make_env(obs_keys, image_size, max_episode_steps), noise_px)
 
 
 def main() -> None:

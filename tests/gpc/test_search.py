@@ -148,6 +148,7 @@ def test_two_runs_with_the_same_seeds_give_the_same_report_and_report_on_fresh_s
     ("budget=5", "budget: successive halving over 3 candidates needs at least 6"),
     ("space=simplex step=0.3", "step: must divide 1"),
     ("backend=slurm", "backend: unknown backend"),
+    ("compose.operator=and", "compose.operator: 'and' has no weights to search"),
 ])
 def test_bad_search_input_exits_2_with_one_line_naming_the_field(parents, tmp_path, capsys, override, field):
     assert gpc_main(["search", *search_args(parents, tmp_path / "out", "budget=6", *override.split())]) == 2

@@ -1,0 +1,455 @@
+"""A simulated 7-dof arm behind a rosbridge v2 websocket server: rehearse a deployment without a robot.
+
+The server speaks the subset of the rosbridge v2 JSON protocol that roslibpy's topics use (`advertise`,
+`unadvertise`, `publish`, `subscribe`, `unsubscribe`; roslibpy sends nothing else on connect, and service
+calls get a failed `service_response`). Behind it, pybullet (DIRECT mode, no GUI) steps a Franka Panda in
+real time under position control, publishes `sensor_msgs/JointState`, and takes joint-position commands as
+`std_msgs/Float64MultiArray` or one-point `trajectory_msgs/JointTrajectory`. Messages published by one
+client are routed to the others, so an e-stop node or a monitor works as on a ROS graph.
+
+Tests drive faults through hooks: `drop_connections`, `stall`, `publish` (e.g. an e-stop), and `commands`,
+which records every command received, with its receive time and the arm's position at that moment.
+
+    python -m gpc.hardware.rosbridge_sim --port 9090 [--camera jpeg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_URDF = "franka_panda/panda.urdf"
+PANDA_HOME = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)  # the Panda's "ready" pose
+ARRAY_COMMAND = "std_msgs/Float64MultiArray"
+TRAJECTORY_COMMAND = "trajectory_msgs/JointTrajectory"
+CAMERA_TYPES = {"jpeg": "sensor_msgs/CompressedImage", "raw": "sensor_msgs/Image"}
+
+
+@dataclass(frozen=True)
+class ReceivedCommand:
+    """One command as the arm got it: `received` is time.monotonic() at receipt, `measured` the arm's joint
+    positions at that moment, `applied` False when it was refused (malformed or non-finite)."""
+
+    received: float
+    positions: np.ndarray
+    measured: np.ndarray
+    message_type: str
+    applied: bool
+
+
+class ArmSim:
+    """One position-controlled arm in pybullet DIRECT mode, stepped to the wall clock by `advance_to`.
+
+    pybullet's client is not thread-safe: every call happens on the server's loop thread.
+    """
+
+    def __init__(self, urdf: str = DEFAULT_URDF, home: tuple[float, ...] = PANDA_HOME, time_step: float = 1 / 240):
+        import pybullet as p
+        import pybullet_data
+
+        self.p = p
+        self.client = p.connect(p.DIRECT)
+        p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=self.client)
+        p.setGravity(0, 0, -9.81, physicsClientId=self.client)
+        p.setTimeStep(time_step, physicsClientId=self.client)
+        self.body = p.loadURDF(urdf, useFixedBase=True, physicsClientId=self.client)
+        infos = [p.getJointInfo(self.body, j, physicsClientId=self.client)
+                 for j in range(p.getNumJoints(self.body, physicsClientId=self.client))]
+        arm = [info for info in infos if info[2] == p.JOINT_REVOLUTE]
+        if len(arm) != len(home):
+            raise ValueError(f"{urdf} has {len(arm)} revolute joints, home pose has {len(home)}")
+        self.joints = [info[0] for info in arm]
+        self.names = [info[1].decode() for info in arm]
+        self.lower = np.array([info[8] for info in arm])
+        self.upper = np.array([info[9] for info in arm])
+        self.max_force = [float(info[10]) for info in arm]
+        self.max_velocity = [float(info[11]) for info in arm]
+        self.time_step = time_step
+        self.steps = 0
+        for joint, q in zip(self.joints, home):
+            p.resetJointState(self.body, joint, q, physicsClientId=self.client)
+        self.command(np.asarray(home, dtype=np.float64))
+
+    def command(self, positions: np.ndarray) -> None:
+        for joint, q, force, velocity in zip(self.joints, positions, self.max_force, self.max_velocity):
+            self.p.setJointMotorControl2(self.body, joint, self.p.POSITION_CONTROL, targetPosition=float(q),
+                                         force=force, maxVelocity=velocity, physicsClientId=self.client)
+
+    def advance_to(self, sim_time: float) -> None:
+        """Step until the simulation clock reaches `sim_time` seconds."""
+        for _ in range(int(sim_time / self.time_step) - self.steps):
+            self.p.stepSimulation(physicsClientId=self.client)
+            self.steps += 1
+
+    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positions, velocities, efforts) of the arm joints."""
+        states = self.p.getJointStates(self.body, self.joints, physicsClientId=self.client)
+        return tuple(np.array([s[i] for s in states]) for i in (0, 1, 3))
+
+    def render(self, width: int, height: int) -> np.ndarray:
+        """An RGB frame (height, width, 3) uint8 from TinyRenderer, looking at the arm from the front."""
+        view = self.p.computeViewMatrix([1.3, 0.0, 0.9], [0.0, 0.0, 0.4], [0, 0, 1])
+        projection = self.p.computeProjectionMatrixFOV(60, width / height, 0.05, 5.0)
+        _, _, rgba, _, _ = self.p.getCameraImage(width, height, view, projection,
+                                                 renderer=self.p.ER_TINY_RENDERER, physicsClientId=self.client)
+        return np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[..., :3]
+
+    def close(self) -> None:
+        self.p.disconnect(physicsClientId=self.client)
+
+
+def joint_state_message(names: list[str], positions, velocities, efforts) -> dict:
+    now = time.time()
+    return {"header": {"stamp": {"sec": int(now), "nanosec": int((now % 1) * 1e9)}, "frame_id": ""},
+            "name": list(names), "position": [float(x) for x in positions],
+            "velocity": [float(x) for x in velocities], "effort": [float(x) for x in efforts]}
+
+
+def image_message(rgb: np.ndarray, fmt: str) -> dict:
+    """sensor_msgs/CompressedImage (JPEG) or sensor_msgs/Image (rgb8); rosbridge sends uint8[] as base64."""
+    if fmt == "jpeg":
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="JPEG", quality=85)
+        return {"header": {"frame_id": "camera"}, "format": "jpeg",
+                "data": base64.b64encode(buffer.getvalue()).decode()}
+    height, width, _ = rgb.shape
+    return {"header": {"frame_id": "camera"}, "height": height, "width": width, "encoding": "rgb8",
+            "is_bigendian": 0, "step": 3 * width, "data": base64.b64encode(rgb.tobytes()).decode()}
+
+
+def command_positions(msg: dict, message_type: str, names: list[str]) -> np.ndarray:
+    """Joint positions in the arm's joint order from a command message; ValueError when malformed."""
+    if message_type == TRAJECTORY_COMMAND:
+        points = msg.get("points") or []
+        if len(points) != 1:
+            raise ValueError(f"a JointTrajectory command needs exactly one point, got {len(points)}")
+        values = [float(x) for x in points[0].get("positions", [])]
+        joint_names = list(msg.get("joint_names") or names)
+        if sorted(joint_names) != sorted(names) or len(values) != len(names):
+            raise ValueError(f"JointTrajectory joints {joint_names} do not match the arm's {names}")
+        by_name = dict(zip(joint_names, values))
+        return np.array([by_name[n] for n in names])
+    values = [float(x) for x in msg.get("data", [])]
+    if len(values) != len(names):
+        raise ValueError(f"a Float64MultiArray command needs {len(names)} positions, got {len(values)}")
+    return np.array(values)
+
+
+class _Client:
+    """One websocket connection: what it advertised (topic -> type) and its subscription ids per topic."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.advertised: dict[str, str] = {}
+        self.subscriptions: dict[str, set[str]] = {}
+
+
+class RosbridgeSim:
+    """The arm and its rosbridge server on a background thread; `start()` returns once it listens.
+
+    `port=0` picks a free port (read `port` after `start()`). Joint states go out at `rate_hz` on
+    `joint_states_topic`; commands are taken on `command_topic`; `camera` ("jpeg" or "raw") adds a
+    TinyRenderer camera at `camera_rate_hz` on `camera_topic`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9090, rate_hz: float = 50.0,
+                 joint_states_topic: str = "/joint_states", command_topic: str = "/joint_command",
+                 camera: str | None = None, camera_topic: str = "/camera/image",
+                 camera_size: tuple[int, int] = (64, 48), camera_rate_hz: float = 10.0, urdf: str = DEFAULT_URDF,
+                 home: tuple[float, ...] = PANDA_HOME, record_limit: int | None = None):
+        if camera is not None and camera not in CAMERA_TYPES:
+            raise ValueError(f"camera must be one of {sorted(CAMERA_TYPES)} or None, got {camera!r}")
+        self.host, self.port, self.rate_hz = host, port, rate_hz
+        self.joint_states_topic, self.command_topic = joint_states_topic, command_topic
+        self.camera, self.camera_topic, self.camera_size, self.camera_rate_hz = (camera, camera_topic, camera_size,
+                                                                                 camera_rate_hz)
+        self.urdf, self.home = urdf, home
+        self._lock = threading.Condition()
+        self._commands: deque[ReceivedCommand] = deque(maxlen=record_limit)
+        self._positions = np.asarray(home, dtype=np.float64)
+        self._stalled = False
+        self._clients: set[_Client] = set()
+        self._latched: dict[str, str] = {}
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.joint_names: list[str] = []
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> "RosbridgeSim":
+        self._thread = threading.Thread(target=self._run, name="rosbridge-sim", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"rosbridge sim did not start within {timeout} s")
+        if self._error is not None:
+            raise self._error
+        LOG.info("rosbridge sim: %d-joint arm on ws://%s:%d", len(self.joint_names), self.host, self.port)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"rosbridge sim did not stop within {timeout} s")
+        self._thread = None
+
+    def __enter__(self) -> "RosbridgeSim":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    # -- fault-injection and inspection hooks --------------------------------------------------------------------
+
+    def drop_connections(self) -> None:
+        """Abort every client's TCP connection (no close handshake), as a pulled cable or a crashed bridge."""
+        self._call(self._abort_all)
+
+    def stall(self, stalled: bool = True) -> None:
+        """Stop (or resume) publishing joint states while staying connected and simulating."""
+        with self._lock:
+            self._stalled = stalled
+
+    def publish(self, topic: str, msg: dict, latch: bool = False) -> None:
+        """Publish as a ROS node would, e.g. a latched e-stop: `publish("/estop", {"data": True}, latch=True)`."""
+        self._call(lambda: self._route(None, topic, msg, latch))
+
+    def commands(self) -> list[ReceivedCommand]:
+        with self._lock:
+            return list(self._commands)
+
+    def wait_for_commands(self, count: int, timeout: float) -> bool:
+        """Block until at least `count` commands were received (in total); False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._commands) >= count, timeout)
+
+    def wait_for_clients(self, count: int, timeout: float) -> bool:
+        """Block until exactly `count` clients are connected; False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: len(self._clients) == count, timeout)
+
+    def joint_positions(self) -> np.ndarray:
+        """The arm's joint positions at the last simulation tick."""
+        with self._lock:
+            return self._positions.copy()
+
+    @property
+    def client_count(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def _call(self, function) -> None:
+        """Run `function` on the loop thread and wait for it."""
+        if self._loop is None or self._loop.is_closed():
+            raise RuntimeError("rosbridge sim is not running")
+
+        async def run():
+            function()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=5)
+
+    # -- server --------------------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as err:  # noqa: BLE001 - reported by start(), or logged if it happens later
+            self._error = err
+            if self._ready.is_set():
+                LOG.exception("rosbridge sim stopped on an error")
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from websockets.asyncio.server import serve
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._arm = ArmSim(self.urdf, self.home)
+        self._t0 = time.monotonic()
+        self.joint_names = self._arm.names
+        try:
+            async with serve(self._serve, self.host, self.port, compression=None) as server:
+                self.port = server.sockets[0].getsockname()[1]
+                ticker = asyncio.create_task(self._tick_forever())
+                self._ready.set()
+                await self._stop.wait()
+                ticker.cancel()
+        finally:
+            self._arm.close()
+
+    async def _serve(self, ws) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        client = _Client(ws)
+        with self._lock:
+            self._clients.add(client)
+            self._lock.notify_all()
+        LOG.info("rosbridge sim: client connected from %s", ws.remote_address)
+        try:
+            async for raw in ws:
+                try:
+                    self._handle(client, json.loads(raw))
+                except (ValueError, KeyError, TypeError) as err:
+                    LOG.warning("rosbridge sim: bad message %.200r: %s", raw, err)
+        except ConnectionClosed:
+            pass
+        finally:
+            with self._lock:
+                self._clients.discard(client)
+                self._lock.notify_all()
+            LOG.info("rosbridge sim: client %s gone", ws.remote_address)
+
+    def _handle(self, client: _Client, message: dict[str, Any]) -> None:
+        op, topic = message.get("op"), message.get("topic")
+        if op == "advertise":
+            client.advertised[topic] = message["type"]
+        elif op == "unadvertise":
+            client.advertised.pop(topic, None)
+        elif op == "subscribe":
+            client.subscriptions.setdefault(topic, set()).add(message.get("id") or "")
+            if topic in self._latched:
+                self._send(client, self._latched[topic])
+        elif op == "unsubscribe":
+            ids = client.subscriptions.get(topic, set())
+            ids.discard(message.get("id") or "")
+            if not ids or not message.get("id"):
+                client.subscriptions.pop(topic, None)
+        elif op == "publish":
+            if topic == self.command_topic:
+                self._command(client, message["msg"])
+            self._route(client, topic, message["msg"], bool(message.get("latch")))
+        elif op == "call_service":
+            self._send(client, json.dumps({"op": "service_response", "id": message.get("id"),
+                                           "service": message.get("service"), "result": False,
+                                           "values": "services are not simulated"}))
+        else:
+            LOG.warning("rosbridge sim: op %r is not supported", op)
+
+    def _command(self, client: _Client, msg: dict) -> None:
+        """Record a command, then drive the arm to it if it is well-formed and finite."""
+        now = time.monotonic()
+        self._arm.advance_to(now - self._t0)
+        measured = self._arm.state()[0]
+        message_type = client.advertised.get(self.command_topic) or (
+            TRAJECTORY_COMMAND if "points" in msg else ARRAY_COMMAND)
+        try:
+            positions = command_positions(msg, message_type, self.joint_names)
+        except (ValueError, TypeError, KeyError) as err:
+            LOG.warning("rosbridge sim: refused command: %s", err)
+            positions, applied = np.full(len(self.joint_names), np.nan), False
+        else:
+            applied = bool(np.all(np.isfinite(positions)))
+            if applied:
+                self._arm.command(positions)
+            else:
+                LOG.warning("rosbridge sim: refused non-finite command %s", positions)
+        with self._lock:
+            self._commands.append(ReceivedCommand(now, positions, measured, message_type, applied))
+            self._lock.notify_all()
+
+    def _route(self, sender: _Client | None, topic: str, msg: dict, latch: bool) -> None:
+        text = json.dumps({"op": "publish", "topic": topic, "msg": msg})
+        if latch:
+            self._latched[topic] = text
+        for client in list(self._clients):
+            if client is not sender and topic in client.subscriptions:
+                self._send(client, text)
+
+    def _broadcast(self, topic: str, text: str) -> None:
+        from websockets.asyncio.server import broadcast
+
+        broadcast([c.ws for c in self._clients if topic in c.subscriptions], text)
+
+    def _send(self, client: _Client, text: str) -> None:
+        from websockets.asyncio.server import broadcast
+
+        broadcast([client.ws], text)  # never blocks the loop; a dead connection is skipped
+
+    def _abort_all(self) -> None:
+        for client in list(self._clients):
+            client.ws.transport.abort()
+
+    async def _tick_forever(self) -> None:
+        """Step physics to the wall clock and publish joint states (and camera frames) at the configured rates."""
+        period = 1.0 / self.rate_hz
+        next_tick = next_frame = time.monotonic()
+        while True:
+            now = time.monotonic()
+            self._arm.advance_to(now - self._t0)
+            positions, velocities, efforts = self._arm.state()
+            with self._lock:
+                self._positions = positions
+                stalled = self._stalled
+            if not stalled:
+                msg = joint_state_message(self.joint_names, positions, velocities, efforts)
+                self._broadcast(self.joint_states_topic,
+                                json.dumps({"op": "publish", "topic": self.joint_states_topic, "msg": msg}))
+                if self.camera is not None and now >= next_frame:
+                    next_frame = now + 1.0 / self.camera_rate_hz
+                    frame = image_message(self._arm.render(*self.camera_size), self.camera)
+                    self._broadcast(self.camera_topic,
+                                    json.dumps({"op": "publish", "topic": self.camera_topic, "msg": frame}))
+            next_tick += period
+            delay = next_tick - time.monotonic()
+            if delay < -period:  # fell behind (a stalled process): resynchronize instead of bursting
+                next_tick = time.monotonic()
+            await asyncio.sleep(max(delay, 0.0))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A pybullet Panda arm behind a rosbridge v2 websocket server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9090, help="0 picks a free port")
+    parser.add_argument("--rate", type=float, default=50.0, help="joint-state rate (Hz)")
+    parser.add_argument("--joint-states-topic", default="/joint_states")
+    parser.add_argument("--command-topic", default="/joint_command")
+    parser.add_argument("--camera", choices=sorted(CAMERA_TYPES), default=None,
+                        help="also publish a TinyRenderer camera (CompressedImage JPEG or raw Image)")
+    parser.add_argument("--camera-topic", default="/camera/image")
+    parser.add_argument("--record-limit", type=int, default=10_000, help="commands kept for inspection")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sim = RosbridgeSim(args.host, args.port, args.rate, args.joint_states_topic, args.command_topic, args.camera,
+                       args.camera_topic, record_limit=args.record_limit).start()
+    print(f"rosbridge sim listening on {sim.url} (joints {', '.join(sim.joint_names)}); Ctrl-C stops",
+          flush=True)
+    try:
+        while sim.running:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+
+
+if __name__ == "__main__":
+    main()

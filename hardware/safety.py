@@ -1,0 +1,283 @@
+"""The safety layer between the policy and the robot: no command reaches the arm without passing it.
+
+Structural guarantee: the robot adapter publishes only `SafeCommand`s, and only `SafetyLayer` can make one
+(its constructor demands a module-private token), so a policy, a test or a later refactor cannot hand the
+adapter raw positions.
+
+Every control tick, `evaluate` checks the policy's target against the limits and the robot's state. Never
+send an unsafe command: a check either holds (re-sends the last safe command, or sends nothing if none was
+sent yet) or clamps into a command that respects the limits, which is itself safe:
+
+| check                        | on violation | why                                                             |
+|------------------------------|--------------|-----------------------------------------------------------------|
+| e-stop (latched)             | hold         | an operator said stop; only a restart clears it                 |
+| connection lost              | hold         | nothing can be sent; the arm's controller keeps the last target |
+| stale observation (watchdog) | hold         | acting on an old state is acting blind                          |
+| no action available          | hold         | the policy has not delivered a chunk for this moment            |
+| NaN / inf, or a wrong shape  | hold         | a broken policy output has no nearby safe meaning               |
+| jump from measured > max     | hold         | a far target means a policy or state error, not a motion        |
+| beyond joint limits          | clamp        | the nearest in-limit position is what the policy meant          |
+| velocity / acceleration      | clamp        | the same motion, slower: the arm gets there a little later      |
+| command far from measured    | hold         | the arm is not following (blocked or pushed): do not run away   |
+| arm starts outside limits    | hold         | reaching the limits would be a leap; an operator must move it   |
+
+Position limits win over velocity, velocity over acceleration; the velocity bound also keeps the arm able to
+brake before a joint limit (its last step into the limit may brake harder, by less than one step of the
+acceleration limit). A hold resets the commanded velocity to zero, so motion resumes under the
+acceleration limit. Each fault episode (a check that starts failing) is logged with Python logging and as a
+line of JSONL, and counted by kind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+_TOKEN = object()
+
+
+class SafeCommand:
+    """Joint positions (radians, read-only) that passed the safety layer at monotonic time `issued`.
+
+    `held` marks a hold (the last safe command repeated). Only `SafetyLayer` constructs these.
+    """
+
+    __slots__ = ("positions", "issued", "held")
+
+    def __init__(self, positions: np.ndarray, issued: float, held: bool, *, token: object):
+        if token is not _TOKEN:
+            raise TypeError("a SafeCommand is issued only by gpc.hardware.safety.SafetyLayer")
+        positions = np.array(positions, dtype=np.float64)
+        positions.flags.writeable = False
+        self.positions, self.issued, self.held = positions, issued, held
+
+    def __repr__(self) -> str:
+        return f"SafeCommand({self.positions.round(4).tolist()}, held={self.held})"
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    """Per-joint limits (radians, seconds); `period` is the control period the per-step limits assume."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    max_jump: np.ndarray
+    period: float
+    watchdog_timeout: float
+
+    def __post_init__(self):
+        dof = len(self.lower)
+        for name in ("lower", "upper", "velocity", "acceleration", "max_jump"):
+            value = np.broadcast_to(np.asarray(getattr(self, name), dtype=np.float64), (dof,)).copy()
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name}: must be finite, got {value.tolist()}")
+            if name not in ("lower", "upper") and np.any(value <= 0):
+                raise ValueError(f"{name}: must be > 0, got {value.tolist()}")
+            value.flags.writeable = False
+            object.__setattr__(self, name, value)
+        if np.any(self.lower >= self.upper):
+            raise ValueError(f"lower: must be below upper for every joint, got {self.lower.tolist()} and "
+                             f"{self.upper.tolist()}")
+        if self.period <= 0 or self.watchdog_timeout <= 0:
+            raise ValueError("period and watchdog_timeout must be > 0")
+
+    @property
+    def dof(self) -> int:
+        return len(self.lower)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the checks see at one tick. `observation_age` is None before any observation."""
+
+    target: np.ndarray | None
+    measured: np.ndarray | None
+    observation_age: float | None
+    connected: bool
+    estop: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What to send (None: nothing), whether it is a hold, and which checks fired."""
+
+    positions: np.ndarray | None
+    held: bool
+    faults: tuple[str, ...] = ()
+    clamps: tuple[str, ...] = ()
+
+
+def evaluate(inputs: Inputs, limits: SafetyLimits, last: np.ndarray | None, last_velocity: np.ndarray
+             ) -> Verdict:
+    """The checks of one tick, as a pure function of the inputs, the last safe command and its velocity."""
+    faults = []
+    if inputs.estop:
+        faults.append("estop")
+    if not inputs.connected:
+        faults.append("connection_lost")
+    if inputs.observation_age is None or inputs.measured is None or inputs.observation_age > limits.watchdog_timeout:
+        faults.append("stale_observation")
+    target = inputs.target
+    if target is None:
+        faults.append("no_action")
+    elif target.shape != (limits.dof,):
+        faults.append("malformed")
+    elif not np.all(np.isfinite(target)):
+        faults.append("non_finite")
+    elif inputs.measured is not None and np.any(np.abs(target - inputs.measured) > limits.max_jump):
+        faults.append("jump")
+    if faults:
+        return hold(last, faults)
+    clamps = []
+    goal = np.clip(target, limits.lower, limits.upper)
+    if np.any(goal != target):
+        clamps.append("position_limit")
+    reference = last if last is not None else inputs.measured
+    dt, a = limits.period, limits.acceleration
+    desired = (goal - reference) / dt
+    high = np.minimum(limits.velocity, last_velocity + a * dt)
+    low = np.maximum(-limits.velocity, last_velocity - a * dt)
+    # Never approach a joint limit faster than full deceleration can stop (nor demand more than that).
+    high = np.minimum(high, np.maximum(braking_velocity(limits.upper - reference, a, dt), low))
+    low = np.maximum(low, np.minimum(-braking_velocity(reference - limits.lower, a, dt), high))
+    velocity = np.clip(desired, low, high)
+    clamped = velocity != desired
+    at_limit = np.isclose(np.abs(velocity), limits.velocity)
+    if np.any(clamped & at_limit):
+        clamps.append("velocity_limit")
+    if np.any(clamped & ~at_limit):
+        clamps.append("acceleration_limit")  # ramping, or braking before a joint limit
+    positions = np.clip(reference + velocity * dt, limits.lower, limits.upper)
+    if np.any(np.abs(positions - reference) > limits.velocity * dt + 1e-12):
+        return hold(last, ["outside_limits"])  # only when the arm starts outside its limits: never leap back
+    if np.any(np.abs(positions - inputs.measured) > limits.max_jump):
+        return hold(last, ["tracking_error"])
+    return Verdict(positions, False, (), tuple(clamps))
+
+
+def braking_velocity(distance: np.ndarray, acceleration: np.ndarray, dt: float) -> np.ndarray:
+    """The fastest velocity from which steps of dt, decelerating at `acceleration`, stop within `distance`:
+    the root of v^2 / 2a + v dt / 2 = d (this step's travel plus the discrete stopping distance)."""
+    d = np.maximum(distance, 0.0)
+    return acceleration * (np.sqrt((dt / 2) ** 2 + 2 * d / acceleration) - dt / 2)
+
+
+def hold(last: np.ndarray | None, faults: Sequence[str]) -> Verdict:
+    return Verdict(None if last is None else last.copy(), True, tuple(faults))
+
+
+class Robot(Protocol):
+    """What the safety layer needs from a robot adapter (gpc.hardware.robot.RosRobot, or a fake in tests)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def estop_engaged(self) -> bool: ...
+
+    def latest_joint_positions(self) -> tuple[np.ndarray, float] | None: ...
+
+    def publish(self, command: SafeCommand) -> bool: ...
+
+
+class SafetyLayer:
+    """Checks every policy target, publishes the resulting safe command, and keeps the event log:
+    `safety_events.jsonl` in `log_dir` and per-kind counts in `events`. A dry run sends nothing and writes each
+    command it would have sent to `commands.jsonl` instead."""
+
+    def __init__(self, limits: SafetyLimits, robot: Robot, log_dir: Path | str | None = None, dry_run: bool = False,
+                 clock=time.monotonic):
+        self.limits, self.robot, self.dry_run, self.clock = limits, robot, dry_run, clock
+        self.last: np.ndarray | None = None
+        self.last_velocity = np.zeros(limits.dof)
+        self.estopped = False
+        self.events: Counter[str] = Counter()  # fault / clamp episodes by kind
+        self.ticks: Counter[str] = Counter()  # ticks spent in each fault / clamp
+        self.published = 0  # commands handed to the robot (in dry run: computed and logged)
+        self.held = 0
+        self.unsent = 0  # commands the robot refused (not connected at the moment of sending)
+        self._active: set[str] = set()
+        self._log = self._commands = None
+        if log_dir is not None:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            self._log = open(Path(log_dir) / "safety_events.jsonl", "w")
+            if dry_run:
+                self._commands = open(Path(log_dir) / "commands.jsonl", "w")
+
+    def step(self, target: np.ndarray | None, now: float | None = None) -> SafeCommand | None:
+        """Check one tick's target and publish what is safe; returns the command sent (None: nothing)."""
+        now = self.clock() if now is None else now
+        self.estopped = self.estopped or self.robot.estop_engaged
+        latest = self.robot.latest_joint_positions()
+        measured, age = (None, None) if latest is None else (latest[0], now - latest[1])
+        target = None if target is None else np.asarray(target, dtype=np.float64)
+        verdict = evaluate(Inputs(target, measured, age, self.robot.connected, self.estopped), self.limits,
+                           self.last, self.last_velocity)
+        self._record(verdict, now, target, measured, age)
+        if verdict.positions is None:
+            return None
+        command = SafeCommand(verdict.positions, now, verdict.held, token=_TOKEN)
+        if verdict.held:
+            self.held += 1
+            self.last_velocity = np.zeros(self.limits.dof)
+        else:
+            if self.last is not None:
+                self.last_velocity = (verdict.positions - self.last) / self.limits.period
+            self.last = command.positions.copy()
+        if self.dry_run:
+            LOG.debug("dry run: would send %s", command)
+            if self._commands is not None:
+                self._commands.write(json.dumps({"monotonic": now, "positions": _rounded(command.positions),
+                                                 "held": command.held}) + "\n")
+            self.published += 1
+        elif self.robot.publish(command):
+            self.published += 1
+        else:
+            self.unsent += 1
+        return command
+
+    def _record(self, verdict: Verdict, now: float, target, measured, age) -> None:
+        kinds = set(verdict.faults) | set(verdict.clamps)
+        for kind in kinds:
+            self.ticks[kind] += 1
+        for kind in sorted(kinds - self._active):
+            self.events[kind] += 1
+            action = "hold" if kind in verdict.faults else "clamp"
+            level = logging.WARNING if action == "hold" else logging.INFO
+            LOG.log(level, "safety %s: %s (target %s, measured %s, observation age %s)", action, kind,
+                    _rounded(target), _rounded(measured), None if age is None else round(age, 4))
+            if self._log is not None:
+                self._log.write(json.dumps({"time": time.time(), "monotonic": now, "kind": kind, "action": action,
+                                            "target": _rounded(target), "measured": _rounded(measured),
+                                            "observation_age_s": age, "sent": _rounded(verdict.positions)}) + "\n")
+                self._log.flush()
+        self._active = kinds
+
+    def close(self) -> None:
+        for log in (self._log, self._commands):
+            if log is not None:
+                log.close()
+        self._log = self._commands = None
+
+    def __enter__(self) -> "SafetyLayer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _rounded(x: np.ndarray | None) -> list | None:
+    if x is None:
+        return None
+    return [None if not np.isfinite(v) else round(float(v), 5) for v in np.asarray(x, dtype=np.float64).ravel()]

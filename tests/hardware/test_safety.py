@@ -1,0 +1,157 @@
+"""The safety layer without a network: every check, the hold / clamp choice, and that nothing unsafe gets out."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gpc.hardware.safety import Inputs, SafeCommand, SafetyLayer, SafetyLimits, evaluate
+
+DOF = 3
+PERIOD = 0.02
+
+
+def limits(**overrides) -> SafetyLimits:
+    values = dict(lower=[-1.0, -1.0, -1.0], upper=[1.0, 1.0, 1.0], velocity=1.0, acceleration=4.0, max_jump=0.3,
+                  period=PERIOD, watchdog_timeout=0.1)
+    values.update(overrides)
+    return SafetyLimits(np.asarray(values.pop("lower")), np.asarray(values.pop("upper")), **values)
+
+
+def inputs(target, measured=(0.0, 0.0, 0.0), age=0.01, connected=True, estop=False) -> Inputs:
+    return Inputs(None if target is None else np.asarray(target, dtype=float),
+                  None if measured is None else np.asarray(measured, dtype=float), age, connected, estop)
+
+
+class FakeRobot:
+    """Measured state follows the last published command exactly; faults are switched by the test."""
+
+    def __init__(self, positions=(0.0, 0.0, 0.0)):
+        self.positions = np.asarray(positions, dtype=float)
+        self.received = 0.0
+        self.connected = True
+        self.estop_engaged = False
+        self.sent: list[SafeCommand] = []
+
+    def latest_joint_positions(self):
+        return self.positions.copy(), self.received
+
+    def publish(self, command: SafeCommand) -> bool:
+        self.sent.append(command)
+        self.positions = command.positions.copy()
+        return True
+
+
+def test_a_safe_command_is_made_only_by_the_safety_layer():
+    with pytest.raises(TypeError, match="only by"):
+        SafeCommand(np.zeros(DOF), 0.0, False, token=object())
+    command = SafetyLayer(limits(), FakeRobot()).step(np.full(DOF, 0.01), now=0.0)
+    assert isinstance(command, SafeCommand) and not command.positions.flags.writeable
+
+
+def test_a_small_step_inside_every_limit_passes_unchanged():
+    verdict = evaluate(inputs([0.01, -0.01, 0.0]), limits(), np.zeros(DOF), np.array([0.5, -0.5, 0.0]))
+    assert verdict.positions.tolist() == [0.01, -0.01, 0.0]
+    assert not verdict.held and verdict.faults == () and verdict.clamps == ()
+
+
+@pytest.mark.parametrize("case, fault", [
+    (dict(target=[np.nan, 0, 0]), "non_finite"),
+    (dict(target=[np.inf, 0, 0]), "non_finite"),
+    (dict(target=[0.0, 0.0]), "malformed"),
+    (dict(target=[0.0, 0.5, 0.0]), "jump"),
+    (dict(target=None), "no_action"),
+    (dict(target=[0.01, 0, 0], age=0.2), "stale_observation"),
+    (dict(target=[0.01, 0, 0], age=None, measured=None), "stale_observation"),
+    (dict(target=[0.01, 0, 0], connected=False), "connection_lost"),
+    (dict(target=[0.01, 0, 0], estop=True), "estop"),
+])
+def test_faults_hold_the_last_safe_command_or_send_nothing(case, fault):
+    last = np.array([0.05, 0.0, 0.0])
+    verdict = evaluate(inputs(**case), limits(), last, np.ones(DOF))
+    assert verdict.held and fault in verdict.faults
+    assert verdict.positions.tolist() == last.tolist()
+    assert evaluate(inputs(**case), limits(), None, np.zeros(DOF)).positions is None  # nothing known: send nothing
+
+
+def test_a_target_beyond_the_joint_limits_is_clamped_and_the_arm_stops_at_the_limit():
+    lim, robot = limits(), FakeRobot([0.8, 0.0, 0.0])
+    layer = SafetyLayer(lim, robot)
+    for k in range(100):
+        robot.received = k * PERIOD
+        layer.step(robot.positions + [0.25, 0.0, 0.0], now=k * PERIOD)
+    positions = np.array([c.positions[0] for c in robot.sent])
+    assert positions.max() <= 1.0 and positions[-1] == pytest.approx(1.0)
+    assert layer.events["position_limit"] == 1 and layer.held == 0
+    accelerations = np.abs(np.diff(np.diff(positions) / PERIOD)) / PERIOD
+    # braked under the acceleration limit, but for the last step into the limit (position limits win)
+    assert np.sum(accelerations > 4.0 + 1e-6) <= 1 and accelerations.max() <= 8.0
+
+
+def test_a_far_target_within_max_jump_is_slowed_to_the_velocity_and_acceleration_limits():
+    lim, robot = limits(), FakeRobot()
+    layer = SafetyLayer(lim, robot)
+    for k in range(40):
+        robot.received = k * PERIOD
+        layer.step(robot.positions + 0.25, now=k * PERIOD)
+    steps = np.diff(np.stack([np.zeros(DOF)] + [c.positions for c in robot.sent]), axis=0)
+    assert np.all(np.abs(steps) <= 1.0 * PERIOD + 1e-12)
+    assert steps[0, 0] == pytest.approx(4.0 * PERIOD * PERIOD)  # from rest: one step of acceleration
+    assert steps[-1, 0] == pytest.approx(1.0 * PERIOD)  # then at the velocity limit
+    assert layer.events["acceleration_limit"] == 1 and layer.events["velocity_limit"] == 1
+
+
+def test_an_arm_that_starts_outside_its_limits_is_not_moved():
+    verdict = evaluate(inputs([1.1, 0, 0], measured=[1.2, 0, 0]), limits(), None, np.zeros(DOF))
+    assert verdict.held and verdict.faults == ("outside_limits",) and verdict.positions is None
+
+
+def test_the_estop_latches_even_when_the_topic_clears():
+    robot = FakeRobot()
+    layer = SafetyLayer(limits(), robot)
+    layer.step(np.full(DOF, 0.01), now=0.0)
+    robot.estop_engaged = True
+    layer.step(np.full(DOF, 0.02), now=0.02)
+    robot.estop_engaged = False
+    layer.step(np.full(DOF, 0.03), now=0.04)
+    assert [c.held for c in robot.sent] == [False, True, True]
+    assert np.array_equal(robot.sent[2].positions, robot.sent[0].positions)
+
+
+def test_random_targets_never_produce_an_unsafe_command():
+    rng = np.random.default_rng(0)
+    lim, robot = limits(), FakeRobot()
+    layer = SafetyLayer(lim, robot)
+    for k in range(2000):
+        robot.received = k * PERIOD - rng.choice([0.0, 0.0, 0.0, 0.5])  # now and then a stale observation
+        robot.connected = rng.random() > 0.02
+        robot.positions = robot.positions + rng.normal(0, 0.003, DOF)  # tracking noise
+        target = robot.positions + rng.choice([0.01, 0.2, 0.29, 3.0]) * rng.normal(size=DOF)
+        if rng.random() < 0.05:
+            target[rng.integers(DOF)] = rng.choice([np.nan, np.inf, -np.inf])
+        layer.step(target, now=k * PERIOD)
+    sent = np.stack([c.positions for c in robot.sent])
+    assert np.all(np.isfinite(sent))
+    assert np.all(sent >= lim.lower) and np.all(sent <= lim.upper)
+    assert np.all(np.abs(np.diff(sent, axis=0)) <= lim.velocity * PERIOD + 1e-12)
+    assert {"non_finite", "jump", "stale_observation", "connection_lost"} <= set(layer.events)
+
+
+def test_events_are_logged_once_per_episode_and_a_dry_run_sends_nothing(tmp_path):
+    robot = FakeRobot()
+    with SafetyLayer(limits(), robot, tmp_path, dry_run=True) as layer:
+        for k, target in enumerate([[0.001] * 3, [np.nan] * 3, [np.nan] * 3, [0.001] * 3, [np.nan] * 3]):
+            layer.step(np.asarray(target), now=k * PERIOD)
+    assert robot.sent == [] and layer.published == 5
+    events = [json.loads(line) for line in (tmp_path / "safety_events.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["action"]) for e in events] == [("non_finite", "hold"), ("non_finite", "hold")]
+    assert layer.events["non_finite"] == 2 and layer.ticks["non_finite"] == 3
+    commands = [json.loads(line) for line in (tmp_path / "commands.jsonl").read_text().splitlines()]
+    assert [c["held"] for c in commands] == [False, True, True, False, True]
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError, match="lower"):
+        limits(lower=[1.0, -1.0, -1.0])
+    with pytest.raises(ValueError, match="velocity"):
+        limits(velocity=0.0)
