@@ -94,8 +94,7 @@ def main() -> None:
         ("logs", str(log_dir)),
     ]
     width = max(len(name) for name, _ in rows)
-    print(f"deploy soak (torch threads {os.environ.get('OMP_NUM_THREADS', 'default')} via OMP_NUM_THREADS; "
-          "torch_threads=1 in the deploy config)")
+    print(f"deploy soak (torch threads: {os.environ.get('OMP_NUM_THREADS', 'default')}, from OMP_NUM_THREADS)")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
 

@@ -1,8 +1,10 @@
 """Fast paths for the parents' networks: fusion of identical architectures, torch.compile, lower precision.
 
 Each is an option of the composition (`fast:` in its YAML) and changes only how the parents' networks run,
-never what the composer computes around them. Defaults come from `benchmarks/fast_path.py`: on this 2-core
-CPU, fusion was slower at batch 1 and compile / bfloat16 did not pay for themselves, so all are off.
+never what the composer computes around them. Defaults come from `benchmarks/fast_path.py` on a 2-core CPU:
+fusion did not pay and bfloat16 was 2x slower; compile was 1.4-1.9x faster at batch 1 but compiles for tens of
+seconds, again for every new batch size (an evaluation's last wave), so it is opt-in (`fast.compile=true`
+for a deployment at a fixed batch). GPU defaults are still to be measured.
 """
 
 from __future__ import annotations

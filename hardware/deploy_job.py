@@ -27,6 +27,10 @@ LOG = logging.getLogger(__name__)
 
 
 def main(config: DictConfig, source: str = "deploy config") -> None:
+    if config.get("torch_threads") is not None:  # this process's inference shares a small CPU with the loop
+        import torch
+
+        torch.set_num_threads(int(config.torch_threads))
     print(format_summary(run(config, source)))
 
 
@@ -44,10 +48,6 @@ def run(config: DictConfig, source: str, wrap_policy: Callable[[ChunkPolicy], Ch
     port = config.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"{source}: port: need a TCP port number, got {port!r}")
-    if config.get("torch_threads") is not None:
-        import torch
-
-        torch.set_num_threads(int(config.torch_threads))
     policy = build_policy(config.get("policy"), robot, source)
     if wrap_policy is not None:
         policy = wrap_policy(policy)

@@ -153,7 +153,8 @@ def test_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run(dat
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed.yaml")], check=True)
     straight = train_config(dataset, "resume", tmp_path / "straight", steps=60, **KINDS["state_diffusion"])
     straight.training.checkpoint_every = 10
-    train(straight)
+    OmegaConf.save(straight, tmp_path / "straight.yaml")  # a fresh process too: same threads, same arithmetic
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "straight.yaml")], check=True)
     resumed = load_file(str(tmp_path / "killed" / "policy" / "model.safetensors"))
     reference = load_file(str(tmp_path / "straight" / "policy" / "model.safetensors"))
     assert resumed.keys() == reference.keys()
