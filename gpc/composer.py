@@ -22,7 +22,7 @@ from gpc.parent import Encoding, Parent, concat_rows, repeat_rows
 from gpc.predictions import from_noise_and_action, to_noise_and_action
 from gpc.samplers import SamplerConfig, WorkingSampler
 from gpc.superposition import (LogDensityTracker, OperatorConfig, and_weights, or_weights, rademacher,
-                               score_products, step_integrals)
+                               row_dot, score_products, step_integrals)
 
 
 class CompositionError(ValueError):
@@ -227,7 +227,7 @@ class Composer:
         if probe is None:
             return q, -e / level.sigma, None
         e_probe = to_noise_and_action(q_probe, self.sampler.prediction_type, x + h * probe, level)[0]
-        divergence = -(probe.double() * (e_probe - e).double()).flatten(1).sum(1) / (level.sigma * h)
+        divergence = -row_dot(probe, e_probe - e) / (level.sigma * h)
         return q, -e / level.sigma, divergence
 
     @staticmethod

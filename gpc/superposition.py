@@ -69,7 +69,7 @@ def step_integrals(path: NoisePath, level: Level, next_level: Level) -> tuple[fl
     return -log_ratio, 2.0 * log_ratio
 
 
-def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def row_dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Per-row inner product over all but the first dimension, in float64 (the estimates are sums of large
     terms that nearly cancel)."""
     return (u.double() * v.double()).flatten(1).sum(1)
@@ -97,7 +97,7 @@ class LogDensityTracker:
         """The part of each parent's change that does not depend on dx: F <x, s_i> - G/2 (|s_i|^2 [+ div s_i])."""
         terms = []
         for i, s in enumerate(scores):
-            term = F * _dot(x, s) - 0.5 * G * _dot(s, s)
+            term = F * row_dot(x, s) - 0.5 * G * row_dot(s, s)
             if divergences is not None:
                 term = term - 0.5 * G * divergences[i]
             terms.append(term)
@@ -105,7 +105,7 @@ class LogDensityTracker:
 
     def update(self, scores, x, x_next, constant_terms: torch.Tensor) -> None:
         dx = x_next - x
-        self.log_density += constant_terms + torch.stack([_dot(s, dx) for s in scores], 1)
+        self.log_density += constant_terms + torch.stack([row_dot(s, dx) for s in scores], 1)
 
 
 def or_weights(log_density: torch.Tensor, prior: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -132,17 +132,12 @@ def _load_state(out: Path, policy, ema, optimizer, sgfd=None) -> int:
     return int(meta["step"])
 
 
-def make_sgfd(config: DictConfig, policy: Policy, envs):
-    """The SGFD reweighter when `training.sgfd.enabled`, else None."""
-    raw = config.training.get("sgfd")
+def sgfd_config(config: DictConfig) -> SGFDConfig:
+    """`training.sgfd`, validated (absent: SGFD off)."""
     try:
-        sgfd_config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SGFDConfig), raw or {}))
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SGFDConfig), config.training.get("sgfd") or {}))
     except Exception as err:  # OmegaConf's errors name the key
         raise ValueError(f"training.sgfd: {err}".splitlines()[0]) from None
-    if not sgfd_config.enabled:
-        return None
-    encoding_dim = sum(encoder.output_dim for encoder in policy.encoders.values())
-    return SGFD(sgfd_config, encoding_dim, int(envs.max()) + 1)
 
 
 def train(config: DictConfig) -> Path:
@@ -152,10 +147,13 @@ def train(config: DictConfig) -> Path:
     out = Path(config.output_dir)
     policy_config = load_policy_config(config.policy, where="policy")
     torch.manual_seed(config.training.seed)
-    wants_sgfd = bool(config.training.get("sgfd", {}).get("enabled", False))
-    dataset, normalizers, languages, envs = make_dataset(config, policy_config, need_env=wants_sgfd)
+    reweighting = sgfd_config(config)
+    dataset, normalizers, languages, envs = make_dataset(config, policy_config, need_env=reweighting.enabled)
     policy = Policy(policy_config, normalizers)
-    sgfd = make_sgfd(config, policy, envs)
+    sgfd = None
+    if reweighting.enabled:
+        encoding_dim = sum(encoder.output_dim for encoder in policy.encoders.values())
+        sgfd = SGFD(reweighting, encoding_dim, int(envs.max()) + 1)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.training.lr,
                                   weight_decay=config.training.weight_decay)
     ema = EMAModel(policy.parameters(), power=config.training.ema_power, decay=config.training.ema_max_decay,

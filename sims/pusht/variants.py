@@ -7,8 +7,9 @@ policy that latched onto it fails there. The block, agent and physics are PushT'
 
     python -m gpc.sims.pusht.variants --source data/pusht/demos.zarr --out data/pusht/variants.zarr
 
-writes the source demos (without images) with `data/hint` and `meta/env` (episode i in env i mod len(noise)). The hint does
-not act on the world, so the expert's episodes are the same in every variant: they are relabelled, not rerun.
+writes the source demos (without images) with `data/hint` and `meta/env` (episode i in env i mod len(noise)).
+The hint does not act on the world, so the expert's episodes are the same in every variant: they are
+relabelled, not rerun.
 """
 
 from __future__ import annotations
@@ -31,14 +32,13 @@ def add_hints(source: str | Path, out: str | Path, noise_px=TRAIN_NOISE_PX, seed
     """Copy a PushT replay buffer with a noisy-action `hint` per step and an env label per episode."""
     buffer = read_replay_buffer(source)
     rng = np.random.default_rng(seed)
-    starts = np.r_[0, buffer.episode_ends[:-1]]
-    env = np.arange(len(starts)) % len(noise_px)
-    per_step_noise = np.repeat(np.asarray(noise_px, dtype=np.float32)[env], buffer.episode_ends - starts)
+    env = np.arange(buffer.n_episodes) % len(noise_px)
+    per_step_noise = np.repeat(np.asarray(noise_px, dtype=np.float32)[env], buffer.episode_lengths)
     action = np.asarray(buffer["action"], dtype=np.float32)
     hint = np.clip(action + rng.normal(size=action.shape).astype(np.float32) * per_step_noise[:, None], 0, 512)
     data = {key: np.asarray(buffer[key]) for key in buffer.keys if key != "img"} | {"hint": hint}
     write_replay_buffer(out, data, buffer.episode_ends, {**buffer.meta, "env": env.astype(np.int64)}, overwrite=True)
-    return {"episodes": len(starts), "per_env": np.bincount(env).tolist(), "noise_px": list(noise_px)}
+    return {"episodes": buffer.n_episodes, "per_env": np.bincount(env).tolist(), "noise_px": list(noise_px)}
 
 
 class Hint(gym.ObservationWrapper):

@@ -73,20 +73,26 @@ def deploy_with_fault(sim, deploy_config, start_deploy, corrupt=None, overrides=
     return config, faulty, deployment
 
 
+def corrupt_and_expect_hold(sim, deploy_config, start_deploy, assert_safe, corrupt, kind):
+    """Deploy, corrupt the policy's chunks, and check that the `kind` hold came within one control period,
+    that every command was safe and that the arm held after it; returns the commands the arm received."""
+    config, faulty, deployment = deploy_with_fault(sim, deploy_config, start_deploy, corrupt)
+    faulty.fault.set()
+    summary = deployment.join()
+    detected = onset(summary, kind)
+    assert detected - faulty.first_fault <= PERIOD + SLACK
+    commands = sim.commands()
+    assert_safe(commands, robot_config(config.robot, SOURCE).limits)
+    assert_holds(commands, detected + SLACK)
+    return commands
+
+
 def test_a_nan_action_holds_the_arm(sim, deploy_config, start_deploy, assert_safe):
     def nan(actions, observation):
         actions[:, 1] = np.nan
         return actions
 
-    config, faulty, deployment = deploy_with_fault(sim, deploy_config, start_deploy, nan)
-    faulty.fault.set()
-    summary = deployment.join()
-    limits = robot_config(config.robot, SOURCE).limits
-    detected = onset(summary, "non_finite")
-    assert detected - faulty.first_fault <= PERIOD + SLACK
-    commands = sim.commands()
-    assert_safe(commands, limits)
-    assert_holds(commands, detected + SLACK)
+    commands = corrupt_and_expect_hold(sim, deploy_config, start_deploy, assert_safe, nan, "non_finite")
     assert not any(np.isnan(c.positions).any() for c in commands)
 
 
@@ -115,15 +121,7 @@ def test_a_huge_jump_holds_the_arm(sim, deploy_config, start_deploy, assert_safe
         actions[:, 2] = observation.joints[-1].positions[2] + 1.0
         return actions
 
-    config, faulty, deployment = deploy_with_fault(sim, deploy_config, start_deploy, far)
-    faulty.fault.set()
-    summary = deployment.join()
-    limits = robot_config(config.robot, SOURCE).limits
-    detected = onset(summary, "jump")
-    assert detected - faulty.first_fault <= PERIOD + SLACK
-    commands = sim.commands()
-    assert_safe(commands, limits)
-    assert_holds(commands, detected + SLACK)
+    corrupt_and_expect_hold(sim, deploy_config, start_deploy, assert_safe, far, "jump")
 
 
 def test_the_estop_holds_the_arm_until_restart(sim, deploy_config, start_deploy, assert_safe):
