@@ -15,7 +15,7 @@ from torch import nn
 
 from gpc.normalizer import Normalizer
 from gpc.parent import ParentSpec
-from gpc.policies.configuration import PolicyConfig
+from gpc.policies.configuration import ObsFeature, PolicyConfig
 
 # Flow time lives in [0, 1]; the sinusoidal embedding wants a range like diffusion timesteps'.
 FLOW_TIME_SCALE = 100.0
@@ -56,6 +56,18 @@ def build_denoiser(config: PolicyConfig, cond_dim: int) -> nn.Module:
     raise ValueError(f"denoiser.type must be 'unet' or 'transformer', got {kind!r}")
 
 
+def observation_tensor(feature: ObsFeature, value: Any, n_obs_steps: int) -> torch.Tensor:
+    """An env observation as its encoder's float input: the last `n_obs_steps` frames; uint8 images
+    (B, To, H, W, 3) become (B, To, 3, H, W) in [0, 1]; point clouds keep their configured channels, xyz
+    first, so an env's extra rgb channels go unused (DP3 without color)."""
+    x = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)[:, -n_obs_steps:]
+    if feature.type == "rgb" and x.dtype == torch.uint8:
+        return x.permute(0, 1, 4, 2, 3).float() / 255.0
+    if feature.type == "pointcloud":
+        x = x[..., :feature.shape[-1]]
+    return x.float()
+
+
 class Policy(nn.Module):
     def __init__(self, config: PolicyConfig, normalizers: Mapping[str, Normalizer]):
         super().__init__()
@@ -87,15 +99,9 @@ class Policy(nn.Module):
             if feature.type == "language":
                 features.append(self.encoders[feature.key](list(value)).to(self.device))
                 continue
-            x = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value,
-                                device=self.device)[:, -self.config.n_obs_steps:]
-            if feature.type == "rgb":
-                if x.dtype == torch.uint8:  # env frames: (B, To, H, W, 3) uint8 -> (B, To, 3, H, W) in [0, 1]
-                    x = x.permute(0, 1, 4, 2, 3).float() / 255.0
-            else:
-                x = x.float()
-                if feature.key in self.normalizers:
-                    x = self.normalizers[feature.key].normalize(x)
+            x = observation_tensor(feature, value, self.config.n_obs_steps).to(self.device)
+            if feature.type != "rgb" and feature.key in self.normalizers:
+                x = self.normalizers[feature.key].normalize(x)
             features.append(self.encoders[feature.key](x))
         return torch.cat(features, dim=-1)
 

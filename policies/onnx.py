@@ -32,7 +32,7 @@ from gpc.normalizer import Normalizer
 from gpc.parent import ParentSpec
 from gpc.policies.checkpoint import CONFIG_FILE, NORMALIZER_PREFIX, WEIGHTS_FILE, save_policy
 from gpc.policies.configuration import PolicyConfig, load_policy_config
-from gpc.policies.modeling import Policy, build_encoder
+from gpc.policies.modeling import Policy, build_encoder, observation_tensor
 
 try:
     import onnxruntime as ort
@@ -146,11 +146,7 @@ class OnnxPolicy:
             if feature.type == "language":
                 inputs[feature.key] = self.language_encoders[feature.key](list(value))
                 continue
-            x = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value
-                                )[:, -self.config.n_obs_steps:]
-            if feature.type == "rgb" and x.dtype == torch.uint8:  # (B, To, H, W, 3) -> (B, To, 3, H, W)
-                x = x.permute(0, 1, 4, 2, 3).float() / 255.0
-            inputs[feature.key] = x
+            inputs[feature.key] = observation_tensor(feature, value, self.config.n_obs_steps)
         return self._run(self.encoder, inputs)
 
     def predict(self, sample: torch.Tensor, timestep: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:

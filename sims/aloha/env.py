@@ -18,7 +18,8 @@ and the task rewards (0..4; 4 = success) are gym-aloha's. What differs: only the
 keys are computed (gym-aloha renders three 480x640 cameras every step), and the top camera renders
 without shadows or multisampling, about 10x faster on a CPU renderer (software EGL/OSMesa), so images are
 a little flatter than gym-aloha's. `info["progress"]` = reward / 4, also in the reset info;
-`info["is_success"]` = reward 4, which terminates the episode.
+`info["is_success"]` = reward 4, which terminates the episode. A step that makes the physics invalid
+(mjWARN_BADQACC under a wild command) truncates the episode as a failure with `info["physics_error"]`.
 """
 
 from __future__ import annotations
@@ -263,14 +264,19 @@ class AlohaEnv(gym.Env):
         self.seed_used = int(seed)
         self._scene.object_pose = self._sample_pose(seed)
         self._env.reset()
-        return self._obs(), self._info(self._scene.get_reward(self.physics))
+        self._last_obs = self._obs()
+        return self._last_obs, self._info(self._scene.get_reward(self.physics))
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(14)
-        timestep = self._env.step(vector_to_aloha(action))
+        try:
+            timestep = self._env.step(vector_to_aloha(action))
+        except control.PhysicsError:  # a policy drove the sim unstable: a failed episode, not a crashed run
+            return self._last_obs, 0.0, False, True, {**self._info(0.0), "physics_error": True}
         reward = float(timestep.reward)
         info = self._info(reward)
-        return self._obs(), reward, info["is_success"], False, info
+        self._last_obs = self._obs()
+        return self._last_obs, reward, info["is_success"], False, info
 
 
 def make_env(task: str = "transfer_cube", obs_keys=OBS_KEYS, image_size=(120, 160), n_points: int = 1024,

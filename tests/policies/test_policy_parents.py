@@ -96,6 +96,14 @@ def test_each_parent_kind_trains_saves_reloads_identically_and_composes(kind, da
     assert actions.shape == (3, 2, 4, 2) and torch.isfinite(actions).all()
 
 
+def test_a_point_cloud_parent_reads_xyz_and_ignores_an_envs_extra_rgb_channels(dataset, tmp_path):
+    policy = load_policy(train(train_config(dataset, "cloud", tmp_path / "cloud", **KINDS["pointcloud_diffusion"]))
+                         / "policy")
+    obs = obs_batch()
+    with_rgb = {**obs, "points": np.concatenate([obs["points"], np.ones_like(obs["points"])], axis=-1)}
+    assert torch.equal(policy.encode(with_rgb), policy.encode(obs))
+
+
 def test_a_missing_normalizer_is_an_error_not_a_blind_policy(dataset, tmp_path):
     out = train(train_config(dataset, "blind", tmp_path / "blind", **KINDS["state_diffusion"]))
     weights = load_file(str(out / "policy" / "model.safetensors"))

@@ -12,6 +12,7 @@ if not os.environ.get("DISPLAY"):
 pytest.importorskip("gym_aloha")
 
 import zarr  # noqa: E402
+from dm_control.rl import control  # noqa: E402
 
 from gpc.sims.aloha.env import WORKSPACE, farthest_point_sampling, make_env, sample_point_cloud  # noqa: E402
 from gpc.sims.aloha.expert import ScriptedExpert  # noqa: E402
@@ -114,6 +115,19 @@ def test_doing_nothing_is_not_success():
     for _ in range(20):
         obs, reward, terminated, truncated, info = env.step(target)
     assert truncated and not terminated and not info["is_success"] and info["progress"] == 0
+
+
+def test_a_physics_blow_up_ends_the_episode_as_a_failure_not_a_crash(monkeypatch):
+    env = make_env("transfer_cube", obs_keys=("agent_pos",), max_episode_steps=20)
+    obs, _ = env.reset(seed=0)
+
+    def unstable(action):
+        raise control.PhysicsError("Physics state is invalid. Warning(s) raised: mjWARN_BADQACC")
+
+    monkeypatch.setattr(env.unwrapped._env, "step", unstable)
+    after, reward, terminated, truncated, info = env.step(hold(obs))
+    assert truncated and not terminated and reward == 0 and info["physics_error"] and not info["is_success"]
+    np.testing.assert_array_equal(after["agent_pos"], obs["agent_pos"])
 
 
 def test_point_cloud_sampling_crops_pads_and_is_deterministic():
