@@ -2,9 +2,7 @@
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
-from gpc.config import PROJECT_ROOT, load_composition
 from gpc.sims.pusht.env import make_env
 from gpc.sims.pusht.variants import make_variant_env
 
@@ -13,13 +11,10 @@ from gpc.sims.pusht.variants import make_variant_env
                                         ("pusht_image", ("keypoint", "state", "image", "agent_pos")),
                                         ("pusht_hint_plain", ("keypoint", "state")),
                                         ("pusht_hint_sgfd", ("keypoint", "state"))])
-def test_shipped_composition_loads_and_acts_on_a_pusht_observation(name, keys):
-    source = PROJECT_ROOT / "configs" / "compose" / f"{name}.yaml"
-    composer, weights = load_composition(OmegaConf.load(source), str(source))
-    assert len({p.spec.kind for p in composer.parents}) == 2  # diffusion and flow parents together
+def test_shipped_composition_loads_and_acts_on_a_pusht_observation(name, keys, act_with_shipped):
     env = make_env(obs_keys=keys) if "hint" not in name else make_variant_env(None, obs_keys=keys)
     obs, _ = env.reset(seed=100000)
-    history = {k: np.stack([v, v])[None] for k, v in obs.items()}  # (1 env, 2 frames, ...)
-    actions = composer.act(history, weights, seeds=[0]).numpy()
+    composer, actions = act_with_shipped(name, obs)
+    assert len({p.spec.kind for p in composer.parents}) == 2  # diffusion and flow parents together
     assert actions.shape == (1, 1, composer.layout.n_action_steps, 2)
     assert np.isfinite(actions).all() and (actions > -50).all() and (actions < 562).all()

@@ -190,16 +190,9 @@ def test_make_demos_writes_replay_buffer_with_env_metadata(tmp_path):
     env.close()
 
 
-def test_shipped_lift_composition_acts_on_a_lift_observation():
-    from omegaconf import OmegaConf
-
-    from gpc.config import PROJECT_ROOT, load_composition
-
-    source = PROJECT_ROOT / "configs" / "compose" / "robomimic_lift.yaml"
-    composer, weights = load_composition(OmegaConf.load(source), str(source))
-    assert [p.spec.kind for p in composer.parents] == ["diffusion", "flow"]
+def test_shipped_lift_composition_acts_on_a_lift_observation(act_with_shipped):
     obs, _ = make_env("Lift").reset(seed=100000)
-    history = {k: np.stack([v, v])[None] for k, v in obs.items()}  # (1 env, 2 frames, ...)
-    actions = composer.act(history, weights, seeds=[0]).numpy()
+    composer, actions = act_with_shipped("robomimic_lift", obs)
+    assert [p.spec.kind for p in composer.parents] == ["diffusion", "flow"]
     assert actions.shape == (1, 1, composer.layout.n_action_steps, 7)
     assert np.isfinite(actions).all() and (np.abs(actions) <= 1.5).all()  # OSC deltas live in [-1, 1]
