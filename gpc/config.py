@@ -49,7 +49,8 @@ def load_parents(config: DictConfig, source: str, device: str) -> list:
             raise ConfigError(f"{source}: {field}.path: checkpoint not found: {entry.path}")
         try:
             loader = get_method(entry.get("loader", DEFAULT_LOADER))
-            parents.append(loader(path, device=device))
+            options = {"action_stats": str(entry.action_stats)} if entry.get("action_stats") is not None else {}
+            parents.append(loader(path, device=device, **options))
         except Exception as err:
             raise ConfigError(f"{source}: {field}: cannot load {entry.path}: {err}") from None
     return parents

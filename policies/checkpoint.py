@@ -37,8 +37,24 @@ def save_policy(policy: Policy, directory: str | Path, extra: dict | None = None
     return directory
 
 
-def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Policy:
-    """A policy in eval mode, ready to be a parent. Errors name the checkpoint folder and what is wrong."""
+def select_action_stats(normalizers: dict[str, Normalizer], config, action_stats: str | None, where: str) -> None:
+    """Make `action@<action_stats>` the action normalizer of a policy trained with per-group action
+    statistics (`action_stats_by`); a policy with one set refuses a name it cannot honour."""
+    groups = sorted(key.split("@", 1)[1] for key in normalizers if key.startswith("action@"))
+    if not config.action_stats_by:
+        if action_stats is not None:
+            raise ValueError(f"{where}: action_stats: {action_stats!r} given, but the policy has one set of "
+                             "action statistics")
+        return
+    if action_stats not in groups:
+        raise ValueError(f"{where}: action_stats: the policy normalizes actions per {config.action_stats_by} "
+                         f"({', '.join(groups)}); name one, got {action_stats!r}")
+    normalizers["action"] = normalizers[f"action@{action_stats}"]
+
+
+def load_policy(directory: str | Path, device: str | torch.device = "cpu", action_stats: str | None = None) -> Policy:
+    """A policy in eval mode, ready to be a parent. Errors name the checkpoint folder and what is wrong.
+    `action_stats` picks the action statistics of a policy trained with `action_stats_by`."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     for path in (config_path, weights_path):
@@ -55,6 +71,7 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> Po
         if f"{prefix}offset" not in tensors:
             raise ValueError(f"{weights_path}: normalizer for {key!r} is missing")
         normalizers[key] = Normalizer.from_state_dict(tensors, prefix, mode)
+    select_action_stats(normalizers, config, action_stats, str(config_path))
     policy = Policy(config, normalizers)
     state = {k: v for k, v in tensors.items() if not k.startswith(NORMALIZER_PREFIX)}
     policy.load_state_dict(state, strict=True)

@@ -66,6 +66,11 @@ class PolicyConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     # Normalizer modes, per observation key and for "action".
     normalization: dict[str, str] = field(default_factory=lambda: {"action": "limits"})
+    # A `meta/` key of the training store (one value per episode, e.g. `task` of a multi-task store): action
+    # statistics are then fit per value and saved as `action@<value>`, and a parent names the one it acts with
+    # (`action_stats`), as multi-dataset VLAs unnormalize with one dataset's statistics. A parent composed with
+    # a single-task parent so shares that parent's normalized action space exactly.
+    action_stats_by: Optional[str] = None
 
 
 def load_policy_config(raw: Any, where: str = "policy") -> PolicyConfig:

@@ -68,6 +68,15 @@ def observation_tensor(feature: ObsFeature, value: Any, n_obs_steps: int) -> tor
     return x.float()
 
 
+def instruction_texts(value: Any) -> list[str]:
+    """One instruction per row: a list of strings as given, or the latest frame of each row where a rollout
+    stacked an env's per-step instruction into (B, To) frames."""
+    array = np.asarray(value)
+    if array.ndim == 2:
+        array = array[:, -1]
+    return [str(text) for text in array]
+
+
 class Policy(nn.Module):
     def __init__(self, config: PolicyConfig, normalizers: Mapping[str, Normalizer]):
         super().__init__()
@@ -97,7 +106,7 @@ class Policy(nn.Module):
         for feature in self.config.obs:
             value = obs[feature.key]
             if feature.type == "language":
-                features.append(self.encoders[feature.key](list(value)).to(self.device))
+                features.append(self.encoders[feature.key](instruction_texts(value)).to(self.device))
                 continue
             x = observation_tensor(feature, value, self.config.n_obs_steps).to(self.device)
             if feature.type != "rgb" and feature.key in self.normalizers:

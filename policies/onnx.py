@@ -30,9 +30,9 @@ from torch import nn
 
 from gpc.normalizer import Normalizer
 from gpc.parent import ParentSpec
-from gpc.policies.checkpoint import CONFIG_FILE, NORMALIZER_PREFIX, WEIGHTS_FILE, save_policy
+from gpc.policies.checkpoint import CONFIG_FILE, NORMALIZER_PREFIX, WEIGHTS_FILE, save_policy, select_action_stats
 from gpc.policies.configuration import PolicyConfig, load_policy_config
-from gpc.policies.modeling import Policy, build_encoder, observation_tensor
+from gpc.policies.modeling import Policy, build_encoder, instruction_texts, observation_tensor
 
 try:
     import onnxruntime as ort
@@ -120,9 +120,10 @@ class OnnxPolicy:
     tensors go through host memory (results still land on `device`).
     """
 
-    def __init__(self, directory: str | Path, device: str | torch.device = "cpu"):
+    def __init__(self, directory: str | Path, device: str | torch.device = "cpu", action_stats: str | None = None):
         directory = Path(directory)
         self.config, self.normalizers = _read_checkpoint(directory)
+        select_action_stats(self.normalizers, self.config, action_stats, str(directory / CONFIG_FILE))
         c = self.config
         self.spec = ParentSpec(c.name, c.objective.path(), c.objective.prediction_type, c.action_dim,
                                c.horizon, c.n_obs_steps, c.n_action_steps, self.normalizers["action"])
@@ -144,7 +145,7 @@ class OnnxPolicy:
         for feature in self.config.obs:
             value = obs[feature.key]
             if feature.type == "language":
-                inputs[feature.key] = self.language_encoders[feature.key](list(value))
+                inputs[feature.key] = self.language_encoders[feature.key](instruction_texts(value))
                 continue
             inputs[feature.key] = observation_tensor(feature, value, self.config.n_obs_steps)
         return self._run(self.encoder, inputs)
@@ -182,6 +183,7 @@ def _run_bound(session: ort.InferenceSession, inputs: Mapping[str, torch.Tensor]
     return out
 
 
-def load_onnx_policy(path: str | Path, device: str | torch.device = "cpu") -> OnnxPolicy:
+def load_onnx_policy(path: str | Path, device: str | torch.device = "cpu", action_stats: str | None = None
+                     ) -> OnnxPolicy:
     """Loader for composition configs: `parents: [{path: ..., loader: gpc.policies.onnx.load_onnx_policy}]`."""
-    return OnnxPolicy(path, device)
+    return OnnxPolicy(path, device, action_stats)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from gpc.atomic import replace_directory
+from gpc.normalizer import Normalizer
 from gpc.policies.checkpoint import save_policy
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy
@@ -34,7 +35,8 @@ def make_dataset(config, policy_config, need_env: bool = False):
     """The sequence dataset, normalizers fit on it, per-window language instructions and environment labels.
 
     A language feature `k` reads one instruction per episode from the store's `meta/k`; SGFD reads one
-    integer environment label per episode from `meta/env`.
+    integer environment label per episode from `meta/env`; `action_stats_by` fits action statistics per value
+    of its `meta/` key.
     """
     from gpc.policies.data.sequence import SequenceDataset, fit_normalizers
     from gpc.policies.data.replay_buffer import ReplayBuffer, read_replay_buffer
@@ -45,10 +47,15 @@ def make_dataset(config, policy_config, need_env: bool = False):
     for f in features:
         array = stored[f.dataset_key or f.key]
         data[f.key] = array[..., slice(*f.dataset_dims)] if f.dataset_dims else array
+    normalizers = {}
+    if policy_config.action_stats_by:
+        data["action"], normalizers = actions_normalized_by_group(stored, policy_config, config.dataset.path)
     buffer = ReplayBuffer(data, stored.episode_ends, stored.meta, source=stored.source)
     array_keys = [f.key for f in features]
-    normalizers = {}
-    for key in [f.key for f in policy_config.obs if f.type == "low_dim"] + ["action"]:
+    fit_keys = [f.key for f in policy_config.obs if f.type == "low_dim"]
+    if "action" not in normalizers:  # otherwise fit per group above
+        fit_keys.append("action")
+    for key in fit_keys:
         normalizers.update(fit_normalizers(buffer, [key], policy_config.normalization.get(key, "limits")))
     dataset = SequenceDataset(buffer, obs_keys=array_keys, horizon=policy_config.horizon,
                               n_obs_steps=policy_config.n_obs_steps, n_action_steps=policy_config.n_action_steps)
@@ -65,6 +72,26 @@ def make_dataset(config, policy_config, need_env: bool = False):
                              "SGFD needs it")
         envs = torch.as_tensor(np.asarray(buffer.meta["env"], dtype=np.int64)[episode_of_window])
     return dataset, normalizers, languages, envs
+
+
+def actions_normalized_by_group(stored, policy_config, path) -> tuple[np.ndarray, dict[str, Normalizer]]:
+    """Actions normalized with statistics fit per value of `meta/<action_stats_by>`, and the normalizers:
+    `action@<value>` for each value, and an identity `action`, since the actions are normalized already."""
+    key = policy_config.action_stats_by
+    if key not in stored.meta:
+        raise ValueError(f"{path}: meta/{key} (one value per episode, to fit action statistics by) is missing")
+    groups = np.array([str(value) for value in stored.meta[key]])
+    if len(groups) != stored.n_episodes:
+        raise ValueError(f"{path}: meta/{key} has {len(groups)} values for {stored.n_episodes} episodes")
+    step_group = np.repeat(groups, stored.episode_lengths)
+    action = np.array(stored["action"], dtype=np.float32)
+    normalizers = {"action": Normalizer.identity(action.shape[-1])}
+    for group in np.unique(groups):
+        rows = step_group == group
+        normalizer = Normalizer.fit(action[rows], policy_config.normalization.get("action", "limits"))
+        normalizers[f"action@{group}"] = normalizer
+        action[rows] = normalizer.normalize(action[rows])
+    return action, normalizers
 
 
 def collate(dataset, indices, languages=None, envs=None):

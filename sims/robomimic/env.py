@@ -2,7 +2,8 @@
 
 Keys (robomimic names): "object" (robosuite's `object-state`), "robot0_eef_pos", "robot0_eef_quat" (xyzw),
 "robot0_gripper_qpos", any other per-robot low-dim observable robosuite offers ("robot0_joint_pos", ...),
-and images "<camera>_image" (HWC uint8, turned upright as robomimic's `EnvRobosuite` does). Only the
+images "<camera>_image" (HWC uint8, turned upright as robomimic's `EnvRobosuite` does), and "instruction",
+the task's sentence (`INSTRUCTIONS`), for language-conditioned parents. Only the
 requested cameras are rendered, and no offscreen renderer exists unless an image key or
 render_mode="rgb_array" asks for one.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import string
 
 import gymnasium as gym
 import numpy as np
@@ -37,6 +39,13 @@ TASKS = ("Lift", "PickPlaceCan", "NutAssemblySquare")
 HORIZONS = {"Lift": 400, "PickPlaceCan": 400, "NutAssemblySquare": 400}
 LOW_DIM_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 CAMERAS = ("agentview", "robot0_eye_in_hand")
+INSTRUCTION_KEY = "instruction"
+# One instruction per task, what a language-conditioned (VLA) parent trained on all three tasks reads.
+INSTRUCTIONS = {
+    "Lift": "lift the red cube",
+    "PickPlaceCan": "pick up the can and place it in its bin",
+    "NutAssemblySquare": "put the square nut on the square peg",
+}
 ROBOSUITE_ENV_TYPE = 1  # robomimic's EnvType.ROBOSUITE_TYPE, the "type" field of its env metadata
 
 # Keyword arguments that this module sets itself; values found in dataset metadata are dropped.
@@ -115,14 +124,18 @@ class RobomimicEnv(gym.Env):
         self._flip = macros.IMAGE_CONVENTION == "opengl"
 
         raw = self.robosuite_env._get_observations(force_update=True)
-        available = {"object"} | {f"{c}_image" for c in self.cameras} | {
+        available = {"object", INSTRUCTION_KEY} | {f"{c}_image" for c in self.cameras} | {
             k for k in raw if k.startswith("robot0_") and not k.endswith("-state") and not k.endswith("_image")}
         unknown = [k for k in self.obs_keys if k not in available]
         if unknown:
             raise ValueError(f"unknown {env_name} obs keys {unknown}; choose from {sorted(available)}")
+        if INSTRUCTION_KEY in self.obs_keys and env_name not in INSTRUCTIONS:
+            raise ValueError(f"obs key {INSTRUCTION_KEY!r}: no instruction for {env_name}; "
+                             f"tasks with one: {sorted(INSTRUCTIONS)}")
         first = self._obs(raw)
         self.observation_space = spaces.Dict({
-            k: spaces.Box(0, 255, v.shape, np.uint8) if k.endswith("_image")
+            k: spaces.Text(max_length=256, charset=string.printable) if k == INSTRUCTION_KEY
+            else spaces.Box(0, 255, v.shape, np.uint8) if k.endswith("_image")
             else spaces.Box(-np.inf, np.inf, v.shape, np.float32)
             for k, v in first.items()})
         low, high = self.robosuite_env.action_spec
@@ -132,10 +145,12 @@ class RobomimicEnv(gym.Env):
     def sim(self):
         return self.robosuite_env.sim
 
-    def _obs(self, raw: dict) -> dict[str, np.ndarray]:
+    def _obs(self, raw: dict) -> dict:
         out = {}
         for key in self.obs_keys:
-            if key.endswith("_image"):
+            if key == INSTRUCTION_KEY:
+                out[key] = INSTRUCTIONS[self.env_name]
+            elif key.endswith("_image"):
                 image = raw[key][::-1] if self._flip else raw[key]
                 out[key] = np.ascontiguousarray(image, dtype=np.uint8)
             elif key == "object":

@@ -2,6 +2,7 @@
 
     python -m gpc.sims.robomimic.make_demos --task Lift --out data/robomimic/lift_demos.zarr --attempts 120
     python -m gpc.sims.robomimic.make_demos --task PickPlaceCan --out ... --images   # + agentview/eye-in-hand
+    python -m gpc.sims.robomimic.make_demos --task PickPlaceCan --out ... --images --cameras agentview
 
 Layout (the one `import_hdf5` writes for robomimic datasets): `data/<obs key>` with robomimic's key names
 (low-dim `object`, `robot0_eef_pos`, `robot0_eef_quat`, `robot0_gripper_qpos`; with --images also
@@ -56,13 +57,13 @@ def run_episode(env, expert, seed: int) -> tuple[dict[str, np.ndarray], bool]:
 
 
 def make_demos(out: Path, task: str, attempts: int, seed: int = 0, images: bool = False, image_size: int = 84,
-               max_steps: int | None = None, progress: bool = True) -> dict:
+               max_steps: int | None = None, progress: bool = True, cameras=CAMERAS) -> dict:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     max_steps = max_steps or HORIZONS.get(task, 400)
-    obs_keys = LOW_DIM_KEYS + (tuple(f"{c}_image" for c in CAMERAS) if images else ())
-    env = make_env(task, obs_keys=obs_keys, image_size=image_size, max_episode_steps=max_steps)
+    obs_keys = LOW_DIM_KEYS + (tuple(f"{c}_image" for c in cameras) if images else ())
+    env = make_env(task, obs_keys=obs_keys, image_size=image_size, cameras=cameras, max_episode_steps=max_steps)
     expert = make_expert(task)
     root = zarr.open_group(tmp, mode="w")
     data = {}
@@ -91,7 +92,7 @@ def make_demos(out: Path, task: str, attempts: int, seed: int = 0, images: bool 
     summary = expert_summary(
         attempts, len(ends), ends, seed, time.perf_counter() - start_time, task=task,
         failed_seeds=sorted(set(range(seed, seed + attempts)) - set(seeds)), max_episode_steps=max_steps,
-        images=images, image_size=image_size if images else None)
+        images=images, image_size=image_size if images else None, cameras=list(cameras) if images else None)
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -102,12 +103,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--attempts", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", action="store_true", help="also record agentview and eye-in-hand images")
+    parser.add_argument("--images", action="store_true", help="also record camera images (--cameras)")
     parser.add_argument("--image-size", type=int, default=84)
+    parser.add_argument("--cameras", nargs="+", choices=CAMERAS, default=list(CAMERAS),
+                        help="with --images: the cameras to record (each costs render time)")
     parser.add_argument("--max-steps", type=int, default=None, help="default: robomimic's horizon (400)")
     args = parser.parse_args()
     print(describe(make_demos(args.out, args.task, args.attempts, args.seed, args.images, args.image_size,
-                              args.max_steps)))
+                              args.max_steps, cameras=tuple(args.cameras))))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from gpc.composer import Composer, make_generators
+from gpc.normalizer import Normalizer
 from gpc.policies.checkpoint import load_policy, save_policy
-from gpc.policies.data.replay_buffer import write_replay_buffer
+from gpc.policies.data.replay_buffer import read_replay_buffer, write_replay_buffer
 from gpc.policies.train import train
 from gpc.samplers import SamplerConfig
 
@@ -102,6 +103,20 @@ def test_a_point_cloud_parent_reads_xyz_and_ignores_an_envs_extra_rgb_channels(d
     obs = obs_batch()
     with_rgb = {**obs, "points": np.concatenate([obs["points"], np.ones_like(obs["points"])], axis=-1)}
     assert torch.equal(policy.encode(with_rgb), policy.encode(obs))
+
+
+def test_per_task_action_statistics_are_fit_per_episode_group_and_named_by_the_parent(dataset, tmp_path):
+    out = train(train_config(dataset, "multi", tmp_path / "multi", action_stats_by="instruction",
+                             **KINDS["state_diffusion"]))
+    with pytest.raises(ValueError, match="action_stats: the policy normalizes actions per instruction"):
+        load_policy(out / "policy")
+    policy = load_policy(out / "policy", action_stats="push it left")
+    left = Normalizer.fit(read_replay_buffer(dataset, ["action"])["action"][20:45])  # episode 1's steps
+    np.testing.assert_array_equal(policy.normalizers["action"].offset, left.offset)
+    np.testing.assert_array_equal(policy.normalizers["action"].scale, left.scale)
+    single = train(train_config(dataset, "single", tmp_path / "single", **KINDS["state_diffusion"]))
+    with pytest.raises(ValueError, match="one set of action statistics"):
+        load_policy(single / "policy", action_stats="push it left")
 
 
 def test_a_missing_normalizer_is_an_error_not_a_blind_policy(dataset, tmp_path):

@@ -188,11 +188,22 @@ def test_make_demos_writes_replay_buffer_with_env_metadata(tmp_path):
         _, _, terminated, _, info = env.step(action)
     assert terminated and info["is_success"]
     env.close()
+    # Rendering changes nothing else: the same seed with a camera records the very same episode, so a
+    # camera-based parent trained on it has the low-dim parent's action statistics.
+    with_camera = make_demos(tmp_path / "lift_images.zarr", "Lift", attempts=1, seed=0, images=True,
+                             cameras=("agentview",), progress=False)
+    assert with_camera["images"] and with_camera["cameras"] == ["agentview"]
+    images = zarr.open_group(tmp_path / "lift_images.zarr", mode="r")
+    assert images["data/agentview_image"].shape == (ends[-1], 84, 84, 3)
+    for key in root["data"].array_keys():
+        np.testing.assert_array_equal(images[f"data/{key}"][:], root[f"data/{key}"][:])
 
 
-def test_shipped_lift_composition_acts_on_a_lift_observation(act_with_shipped):
-    obs, _ = make_env("Lift").reset(seed=100000)
-    composer, actions = act_with_shipped("robomimic_lift", obs)
+@pytest.mark.parametrize("task, composition", [("Lift", "robomimic_lift"), ("PickPlaceCan", "robomimic_can"),
+                                               ("NutAssemblySquare", "robomimic_square")])
+def test_shipped_composition_acts_on_its_tasks_observation(act_with_shipped, task, composition):
+    obs, _ = make_env(task).reset(seed=100000)
+    composer, actions = act_with_shipped(composition, obs)
     assert [p.spec.kind for p in composer.parents] == ["diffusion", "flow"]
     assert actions.shape == (1, 1, composer.layout.n_action_steps, 7)
     assert np.isfinite(actions).all() and (np.abs(actions) <= 1.5).all()  # OSC deltas live in [-1, 1]
