@@ -14,7 +14,6 @@ task. The store is written whole or not at all.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -30,7 +29,7 @@ def store_task(path: Path) -> str:
     env_args = zarr.open_group(path, mode="r").attrs.get("env_args")
     if env_args is None:
         raise ValueError(f"{path}: env_args: missing; record the store with make_demos or import_hdf5")
-    name = (json.loads(env_args) if isinstance(env_args, str) else env_args).get("env_name")
+    name = env_args.get("env_name")  # make_demos and import_hdf5 both store it parsed, as a mapping
     if name not in INSTRUCTIONS:
         raise ValueError(f"{path}: env_args.env_name: {name!r} has no instruction; tasks: {sorted(INSTRUCTIONS)}")
     return name
