@@ -6,6 +6,7 @@ a single policy would, so DDPM, DDIM and flow Euler behave as their diffusers im
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -15,6 +16,9 @@ import torch
 from gpc.noise import FlowPath, Level, NoisePath, VPSchedule
 
 SAMPLERS = ("ddpm", "ddim", "flow_euler")
+# An epsilon step recovers the clean sample as (x - sqrt(1 - abar) eps) / sqrt(abar): below this abar an
+# unclipped sampler multiplies the parent's epsilon error by more than 300.
+MIN_UNCLIPPED_ALPHA_BAR = 1e-5
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,17 @@ class WorkingSampler:
             self.scheduler = cls(**config.schedule.scheduler_config(), prediction_type=config.prediction_type,
                                  clip_sample=config.clip_sample, timestep_spacing=config.timestep_spacing)
             self.scheduler.set_timesteps(config.num_inference_steps, device=device)
+            self._warn_if_endpoint_amplifies()
+
+    def _warn_if_endpoint_amplifies(self) -> None:
+        """squaredcos_cap_v2 ends at abar = 2.4e-7 (100 steps): DDPM, DDIM with many steps or "trailing"
+        spacing start there, and without clipping one bad epsilon wrecks the action (measured on Square)."""
+        first = int(self.scheduler.timesteps[0])
+        alpha_bar = float(self.scheduler.alphas_cumprod[first])
+        if self.config.prediction_type == "epsilon" and not self.config.clip_sample and alpha_bar < MIN_UNCLIPPED_ALPHA_BAR:
+            warnings.warn(f"{self.config.name} sampler starts at timestep {first}, where alpha_bar = {alpha_bar:.1e}: "
+                          f"without clip_sample an epsilon parent's error is amplified {alpha_bar ** -0.5:.0f}x "
+                          f"there; use fewer DDIM steps with 'leading' spacing, or clip_sample=true", stacklevel=3)
 
     def steps(self) -> Iterator[Step]:
         if self.config.name == "flow_euler":

@@ -4,7 +4,8 @@
         data/robomimic/square_images.zarr --keys agentview_image robot0_eef_pos robot0_eef_quat \
         robot0_gripper_qpos --out data/robomimic/multitask_images.zarr
 
-Episodes keep their order, store by store. `data/` holds `action` and the chosen keys, which every store
+Episodes keep their order, store by store; a task recorded in shards (make_demos --seed per shard) is
+given as all its stores, in seed order. `data/` holds `action` and the chosen keys, which every store
 must have with one shape (the tasks' `object` vectors differ, so a multi-task parent sees the scene through
 its cameras). `meta/instruction` gives each episode its task's sentence (`INSTRUCTIONS`, read from the
 store's `env_args`), the language feature `instruction` of a policy trains on it; `meta/task` names the
@@ -52,7 +53,10 @@ def join_stores(paths: Sequence[Path], keys: Sequence[str], out: Path, overwrite
         ends += [offset + int(e) for e in buffer.episode_ends]
         instructions += [INSTRUCTIONS[task]] * buffer.n_episodes
         tasks += [task] * buffer.n_episodes
-        summary[task] = {"store": str(path), "episodes": buffer.n_episodes, "steps": buffer.n_steps}
+        row = summary.setdefault(task, {"stores": [], "episodes": 0, "steps": 0})  # shards of one task add up
+        row["stores"].append(str(path))
+        row["episodes"] += buffer.n_episodes
+        row["steps"] += buffer.n_steps
     write_replay_buffer(out, {key: np.concatenate(arrays) for key, arrays in data.items()}, ends,
                         {INSTRUCTION_KEY: np.array(instructions), "task": np.array(tasks)}, overwrite=overwrite)
     return summary
@@ -70,7 +74,7 @@ def main() -> None:
     except (ValueError, KeyError, FileNotFoundError, FileExistsError) as err:
         raise SystemExit(f"error: {err}") from None
     for task, row in summary.items():
-        print(f"{task}: {row['episodes']} episodes, {row['steps']} steps from {row['store']}")
+        print(f"{task}: {row['episodes']} episodes, {row['steps']} steps from {', '.join(row['stores'])}")
     print(f"wrote {args.out}")
 
 

@@ -60,6 +60,16 @@ def test_join_stores_keeps_every_array_and_gives_each_episode_its_instruction(tm
     assert list(joint.meta["task"]) == ["Lift", "Lift", "PickPlaceCan"]
 
 
+def test_join_stores_adds_up_the_shards_of_one_task(tmp_path):
+    first = fake_store(tmp_path / "lift_a.zarr", "Lift", [5, 7])
+    second = fake_store(tmp_path / "lift_b.zarr", "Lift", [4], seed=1)
+    summary = join_stores([first, second], ["robot0_eef_pos"], tmp_path / "joint.zarr")
+    assert summary == {"Lift": {"stores": [str(first), str(second)], "episodes": 3, "steps": 16}}
+    joint = read_replay_buffer(tmp_path / "joint.zarr")
+    np.testing.assert_array_equal(joint.episode_ends, [5, 12, 16])
+    assert list(joint.meta["task"]) == ["Lift"] * 3
+
+
 def test_join_stores_refuses_mismatched_shapes_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
     lift = fake_store(tmp_path / "lift.zarr", "Lift", [5])
     can = fake_store(tmp_path / "can.zarr", "PickPlaceCan", [4], object_dim=14)
