@@ -24,6 +24,16 @@ def usage() -> str:
            f"{CONFIG_DIR})"
 
 
+def command_help(config_name: str) -> str:
+    """The command's config with its defaults, and the choices of each config group (`env=`, `compose=`...)."""
+    from omegaconf import OmegaConf
+
+    groups = [f"  {d.name}: {', '.join(sorted(f.stem for f in d.glob('*.yaml')))}"
+              for d in sorted(CONFIG_DIR.iterdir()) if d.is_dir()]
+    return "\n".join([f"usage: gpc {config_name} [key=value ...]", "config groups:", *groups,
+                      f"configs/{config_name}.yaml with its defaults:", OmegaConf.to_yaml(compose(config_name, []))])
+
+
 def compose(config_name: str, overrides: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
 
@@ -37,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(usage(), file=sys.stderr)
         return 2
     config_name, target = COMMANDS[argv[0]]
+    if {"-h", "--help"} & set(argv[1:]):
+        print(command_help(config_name))
+        return 0
     source = f"configs/{config_name}.yaml"
     try:
         config = compose(config_name, argv[1:])

@@ -109,3 +109,11 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "configs/eval.yaml" in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_help_prints_the_config_groups_and_the_command_defaults_and_runs_nothing(tmp_path):
+    result = gpc("eval", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "env: " in result.stdout and "robomimic_can" in result.stdout
+    assert "episodes:" in result.stdout and "parents:" in result.stdout
+    assert list(tmp_path.iterdir()) == []
