@@ -10,7 +10,7 @@ pytest.importorskip("robosuite")
 h5py = pytest.importorskip("h5py")
 zarr = pytest.importorskip("zarr")
 
-from gpc.sims.robomimic.env import LOW_DIM_KEYS, env_from_metadata, make_env  # noqa: E402
+from gpc.sims.robomimic.env import INSTRUCTION_KEY, LOW_DIM_KEYS, env_from_metadata, make_env  # noqa: E402
 from gpc.sims.robomimic.expert import make_expert  # noqa: E402
 from gpc.sims.robomimic.import_hdf5 import DatasetError, import_hdf5, main as import_main  # noqa: E402
 from gpc.sims.robomimic.make_demos import make_demos  # noqa: E402
@@ -209,8 +209,7 @@ def test_shipped_composition_acts_on_its_tasks_observation(act_with_shipped, tas
     assert np.isfinite(actions).all() and (np.abs(actions) <= 1.5).all()  # OSC deltas live in [-1, 1]
 
 
-VLA_OBS_KEYS = ("object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "agentview_image",
-                "instruction")
+VLA_OBS_KEYS = (*LOW_DIM_KEYS, "agentview_image", INSTRUCTION_KEY)  # what env=robomimic_*_vla observes
 
 
 @pytest.mark.parametrize("task, composition", [("Lift", "robomimic_lift_vla"), ("PickPlaceCan", "robomimic_can_vla"),
