@@ -6,7 +6,8 @@ numeric info keys named in `track_max` (PushT's `coverage`) are recorded as thei
 Seeds are fixed per episode, so every candidate sees the same start states, and the composer's noise for
 an episode depends only on (episode seed, control step), so candidates are compared on common noise.
 With a store (gpc.episode_store), each finished episode is recorded as it ends and a rerun skips what is
-already there.
+already there. Envs with a `render_images` attribute (robomimic's) render cameras only for the observations
+that the next composer call reads: with 8-step action chunks and 2 observation steps, a quarter of them.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
     steps = np.zeros(n_slots, dtype=int)
     maxima = [{k: float(info[k][i]) for k in track_max} for i in range(n_slots)]
     last_action = np.zeros((n_slots,) + envs.single_action_space.shape, dtype=np.float32)
+    skippable_images = all(env.has_wrapper_attr("render_images") for env in envs.envs)
     while active.any():
         need = [i for i in range(n_slots) if active[i] and not queues[i]]
         if need:
@@ -123,6 +125,10 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
         for i in range(n_slots):
             if active[i]:
                 last_action[i] = queues[i].popleft()
+        if skippable_images:
+            # An observation is read iff it is still among the last n_obs_steps when the slot's queue runs out.
+            envs.set_attr("render_images", [bool(active[i] and len(queues[i]) < composer.n_obs_steps)
+                                            for i in range(n_slots)])
         obs, _, terminated, truncated, info = envs.step(last_action)
         ended = np.zeros(n_slots, dtype=bool)
         for i in np.flatnonzero(active):

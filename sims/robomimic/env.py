@@ -5,7 +5,10 @@ Keys (robomimic names): "object" (robosuite's `object-state`), "robot0_eef_pos",
 images "<camera>_image" (HWC uint8, turned upright as robomimic's `EnvRobosuite` does), and "instruction",
 the task's sentence (`INSTRUCTIONS`), for language-conditioned parents. Only the
 requested cameras are rendered, and no offscreen renderer exists unless an image key or
-render_mode="rgb_array" asks for one.
+render_mode="rgb_array" asks for one. A caller that reads images only on some steps (an evaluator whose
+policy replans every few steps) sets `render_images = False` before the others: robosuite then skips
+rendering and the image keys hold zeros, while the images it does render equal those of an env that
+renders every step.
 
 Control is robomimic's: Panda, OSC_POSE delta actions (3 position + 3 axis-angle deltas in [-1, 1], then
 the gripper, -1 open / +1 closed), 20 Hz. `info["is_success"]` is the task's `_check_success()`, which also
@@ -32,6 +35,7 @@ from robosuite.controllers.composite.composite_controller_factory import (
     load_composite_controller_config,
     refactor_composite_controller_config,
 )
+from robosuite.utils.observables import sensor
 
 TASKS = ("Lift", "PickPlaceCan", "NutAssemblySquare")
 # Evaluation rollout horizons of robomimic's proficient-human (ph) datasets: `register_all_links` in
@@ -53,7 +57,7 @@ _OWNED_KWARGS = (
     "has_renderer", "has_offscreen_renderer", "use_camera_obs", "use_object_obs", "ignore_done",
     "camera_names", "camera_heights", "camera_widths", "camera_depths", "camera_segmentations",
     "render_gpu_device_id", "env_name", "render", "render_offscreen", "use_image_obs", "use_depth_obs",
-    "lang", "seed",
+    "lang", "seed", "renderer",
 )
 
 
@@ -114,11 +118,15 @@ class RobomimicEnv(gym.Env):
             use_camera_obs=bool(self.cameras),
             use_object_obs=True,
             ignore_done=True,  # episode ends come from success and the TimeLimit wrapper
+            # Only with this renderer does a hard reset free the old sim and its GL context at once; with
+            # robosuite's default the garbage collector frees them later, inside another env's context.
+            renderer="mujoco",
         )
         if self.cameras:
             kwargs.update(camera_names=list(self.cameras), camera_heights=image_size, camera_widths=image_size,
                           camera_depths=False)
         self.robosuite_kwargs = kwargs
+        self.render_images = True
         self.robosuite_env = robosuite.make(env_name, **kwargs)
         # robosuite draws images bottom-up (OpenGL convention) unless its macro says otherwise.
         self._flip = macros.IMAGE_CONVENTION == "opengl"
@@ -159,6 +167,14 @@ class RobomimicEnv(gym.Env):
                 out[key] = np.asarray(raw[key], dtype=np.float32)
         return out
 
+    def _use_own_gl_context(self):
+        """Makes this env's GL context current. robosuite draws with (and a hard reset frees GL objects in)
+        whichever context is current, the one created last: with several envs in one process, an env would
+        otherwise draw garbage and leak its own GL objects at every reset."""
+        context = getattr(self.robosuite_env.sim, "_render_context_offscreen", None)
+        if context is not None:
+            context.gl_ctx.make_current()
+
     def is_success(self) -> bool:
         return bool(self.robosuite_env._check_success())
 
@@ -167,8 +183,34 @@ class RobomimicEnv(gym.Env):
         if seed is not None:
             # The placement samplers and robot-noise draws hold this very Generator: reseed it in place.
             self.robosuite_env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self.render_images = True  # a reset always renders: its frame pads the observation history
+        self._use_own_gl_context()  # a hard reset frees this env's GL objects: in this env's context
         raw = self.robosuite_env.reset()
+        self._make_cameras_skippable()
         return self._obs(raw), {"is_success": self.is_success()}
+
+    def _make_cameras_skippable(self):
+        """Wraps each camera's robosuite sensor (rebuilt by a hard reset) so that it renders only while
+        `render_images` is set. The observable's sampling clock is untouched, so a rendered frame is taken
+        at the same physics substep as it would be by an env rendering every step."""
+        blank = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
+        for camera in self.cameras:
+            observable = self.robosuite_env._observables[f"{camera}_image"]
+            render = observable._sensor
+            if getattr(render, "skippable", False):  # kept across a soft reset
+                continue
+
+            @sensor(modality=render.__modality__)
+            def camera_or_blank(obs_cache, render=render):
+                if not self.render_images:
+                    return blank
+                self._use_own_gl_context()
+                return render(obs_cache)
+
+            camera_or_blank.skippable = True
+            self.render_images = False  # robosuite's sensor check calls it once: skip that frame
+            observable.set_sensor(camera_or_blank)
+            self.render_images = True
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
@@ -189,10 +231,12 @@ class RobomimicEnv(gym.Env):
     def render(self):
         if self.render_mode != "rgb_array":
             return None
+        self._use_own_gl_context()
         image = self.sim.render(camera_name=self.render_camera, height=self.render_size, width=self.render_size)
         return np.ascontiguousarray(image[::-1] if self._flip else image)
 
     def close(self):
+        self._use_own_gl_context()
         self.robosuite_env.close()
 
 

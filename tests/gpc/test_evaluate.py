@@ -33,9 +33,43 @@ class CountdownEnv(gym.Env):
                 {"is_success": success, "progress": self.best})
 
 
-def composer():
-    parents = [GaussianParent("plus", VPSchedule(), "epsilon", np.full((4, 1), 2.0), 0.01 * np.eye(4)),
-               GaussianParent("minus", VPSchedule(), "epsilon", np.full((4, 1), -2.0), 0.01 * np.eye(4))]
+class FrameCountdownEnv(CountdownEnv):
+    """CountdownEnv with a camera: `frame` is the step number plus one, and `renders` counts the frames drawn."""
+
+    observation_space = spaces.Dict({**CountdownEnv.observation_space.spaces,
+                                     "frame": spaces.Box(0, 100, (1,), np.float32)})
+    renders = 0
+
+    def _render(self):
+        FrameCountdownEnv.renders += 1
+        return np.array([self.t + 1], np.float32)
+
+    def reset(self, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        return {**obs, "frame": self._render()}, info
+
+    def step(self, action):
+        obs, *rest = super().step(action)
+        return ({**obs, "frame": self._render()}, *rest)
+
+
+class SkippableFrameEnv(FrameCountdownEnv):
+    """Robomimic's protocol: a step draws its frame only while `render_images` is set (a skipped frame is
+    zeros); a reset always draws and sets it again."""
+
+    render_images = True
+
+    def reset(self, seed=None, options=None):
+        self.render_images = True
+        return super().reset(seed=seed, options=options)
+
+    def _render(self):
+        return super()._render() if self.render_images else np.zeros(1, np.float32)
+
+
+def composer(n_obs_steps=1):
+    parents = [GaussianParent("plus", VPSchedule(), "epsilon", np.full((4, 1), 2.0), 0.01 * np.eye(4), n_obs_steps),
+               GaussianParent("minus", VPSchedule(), "epsilon", np.full((4, 1), -2.0), 0.01 * np.eye(4), n_obs_steps)]
     return Composer(parents, SamplerConfig("ddim", 5, VPSchedule()))
 
 
@@ -58,3 +92,22 @@ def test_rollout_is_deterministic_for_the_same_seeds():
     runs = [rollout(composer(), CountdownEnv, candidates, [3, 4], 2, 6, ["progress"], progress=False)
             for _ in range(2)]
     assert runs[0] == runs[1]
+
+
+def test_skippable_cameras_render_only_the_frames_the_composer_reads_and_change_nothing():
+    candidates = [WeightSchedule.constant(w) for w in ([1.0, 0.0], [0.5, 0.5])]
+
+    def run(env_class):
+        model, seen = composer(n_obs_steps=2), []  # 2 observation steps, 3-step action chunks
+        encode = model.encode
+        model.encode = lambda obs: seen.append(obs) or encode({"shift": obs["shift"][:, -1]})
+        FrameCountdownEnv.renders = 0
+        episodes = rollout(model, env_class, candidates, [3, 4, 9], 4, 8, progress=False)
+        return episodes, seen, FrameCountdownEnv.renders
+
+    every, every_seen, every_renders = run(FrameCountdownEnv)
+    lazy, lazy_seen, lazy_renders = run(SkippableFrameEnv)
+    assert lazy == every and len(lazy_seen) == len(every_seen) > 2
+    for a, b in zip(lazy_seen, every_seen):
+        assert np.array_equal(a["frame"], b["frame"]) and (a["frame"] > 0).all()
+    assert lazy_renders < every_renders

@@ -1,6 +1,7 @@
 """Robomimic (robosuite 1.5) adapter: envs from dataset metadata, success wiring, cameras, HDF5 import,
 scripted expert and demo writer. Fast: a few short episodes."""
 
+import gc
 import json
 
 import numpy as np
@@ -115,6 +116,52 @@ def test_cameras_render_upright_images_on_cpu():
     with pytest.raises(ValueError, match="frontview_image"):
         make_env("Lift", obs_keys=("frontview_image",))
     lowdim.close()
+
+
+def test_skipped_camera_frames_leave_the_rendered_ones_identical():
+    """The evaluator renders only the frames a policy reads; those must equal an always-rendering env's,
+    taken at the same physics substep, and a reset must render even after a skipped step."""
+    keys = LOW_DIM_KEYS + ("agentview_image",)
+    every, lazy = make_env("Lift", obs_keys=keys), make_env("Lift", obs_keys=keys)
+    try:
+        actions = np.random.default_rng(0).uniform(-1, 1, (2, 12, 7)).astype(np.float32)
+        for episode, seed in enumerate((3, 4)):
+            expected, _ = every.reset(seed=seed)
+            obs, _ = lazy.reset(seed=seed)
+            for step, action in enumerate(actions[episode]):
+                for key in keys:
+                    np.testing.assert_array_equal(obs[key], expected[key])
+                lazy.unwrapped.render_images = step % 4 == 2  # renders the next step's frame or not
+                expected, obs = every.step(action)[0], lazy.step(action)[0]
+                if not lazy.unwrapped.render_images:
+                    assert not obs["agentview_image"].any()
+                    obs["agentview_image"] = expected["agentview_image"]
+    finally:
+        every.close()
+        lazy.close()
+
+
+def test_envs_sharing_a_process_render_their_own_scene_across_hard_resets():
+    """robosuite draws with whichever GL context is current; each env must draw (and free) with its own,
+    so a seed's frames do not depend on which env, or which reset, renders them."""
+    keys = ("agentview_image",)
+    envs = [make_env("Lift", obs_keys=keys), make_env("Lift", obs_keys=keys)]
+    actions = np.random.default_rng(1).uniform(-1, 1, (3, 7)).astype(np.float32)
+    try:
+        frames = {}
+        for seeds in ((0, 1), (1, 0)):
+            observed = [[env.reset(seed=seed)[0]["agentview_image"]] for env, seed in zip(envs, seeds)]
+            gc.collect()  # it may run at any time; here it would free a replaced sim in the wrong context
+            for action in actions:  # in lockstep, as the evaluator steps its envs
+                for env, frames_of_env in zip(envs, observed):
+                    frames_of_env.append(env.step(action)[0]["agentview_image"])
+            for seed, frames_of_env in zip(seeds, observed):
+                frames.setdefault(seed, []).append(np.stack(frames_of_env))
+        for seed, (first, second) in frames.items():
+            np.testing.assert_array_equal(first, second, err_msg=f"seed {seed}")
+    finally:
+        for env in envs:
+            env.close()
 
 
 def write_robomimic_hdf5(path, drop=None):
