@@ -246,10 +246,14 @@ def test_make_demos_writes_replay_buffer_with_env_metadata(tmp_path):
         np.testing.assert_array_equal(images[f"data/{key}"][:], root[f"data/{key}"][:])
 
 
-@pytest.mark.parametrize("task, composition", [("Lift", "robomimic_lift"), ("PickPlaceCan", "robomimic_can"),
-                                               ("NutAssemblySquare", "robomimic_square")])
+@pytest.mark.parametrize("task, composition", [
+    ("Lift", "robomimic_lift"), ("PickPlaceCan", "robomimic_can"), ("NutAssemblySquare", "robomimic_square"),
+    ("Lift", "robomimic_lift_image"), ("PickPlaceCan", "robomimic_can_image"),
+    ("NutAssemblySquare", "robomimic_square_image")])
 def test_shipped_composition_acts_on_its_tasks_observation(act_with_shipped, task, composition):
-    obs, _ = make_env(task).reset(seed=100000)
+    """The state diffusion parent with the state flow parent, or with the image flow parent."""
+    keys = (*LOW_DIM_KEYS, "agentview_image") if composition.endswith("_image") else LOW_DIM_KEYS
+    obs, _ = make_env(task, obs_keys=keys, cameras=("agentview",)).reset(seed=100000)
     composer, actions = act_with_shipped(composition, obs)
     assert [p.spec.kind for p in composer.parents] == ["diffusion", "flow"]
     assert actions.shape == (1, 1, composer.layout.n_action_steps, 7)
