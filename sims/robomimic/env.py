@@ -128,6 +128,7 @@ class RobomimicEnv(gym.Env):
         self.robosuite_kwargs = kwargs
         self.render_images = True
         self.robosuite_env = robosuite.make(env_name, **kwargs)
+        self._make_cameras_skippable()
         # robosuite draws images bottom-up (OpenGL convention) unless its macro says otherwise.
         self._flip = macros.IMAGE_CONVENTION == "opengl"
 
@@ -226,6 +227,7 @@ class RobomimicEnv(gym.Env):
         """Sets a flattened MuJoCo state (as robomimic datasets store) and returns its observation."""
         self.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
         self.sim.forward()
+        self.render_images = True
         return self._obs(self.robosuite_env._get_observations(force_update=True))
 
     def render(self):
