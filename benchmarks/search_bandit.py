@@ -4,15 +4,19 @@ Each curve gives the true success rate of the 11 weights w = 0, 0.1, ..., 1: fou
 (outcomes of one seed correlated across weights with `rho`), or, with `--replay STORE`, a real sweep whose
 seeds are drawn with replacement (true rates: the stored means). The shipped PushT sweep,
 `docs/results/pusht_sweep_episodes.sqlite`, is `gpc eval sweep=0.1 episodes=200 env.n_envs=55
-output_dir=outputs/sweep_pusht`'s store. A search "finds" the best weight when the one it
-chooses is truly within 3 points of the best. For each budget (selection episodes in all), both strategies
-run on the same episodes (common seeds), many times; the grid spends budget / 11 on each weight, the
-paper's grid is 200 per weight (2200 episodes).
+output_dir=outputs/sweep_pusht`'s store. `--simplex` instead simulates three parents: the 66 weight vectors
+in steps of 0.1, with a smooth peak inside the simplex. A search "finds" the best weight when the one it
+chooses is truly within 3 points of the best. For each budget (selection episodes in all), every strategy
+runs on the same episodes (common seeds), many times: the grid spends budget / candidates on each weight,
+`adaptive` is successive rejects, `gp` successive rejects that also drops the weights a Gaussian process
+over the weights gives little chance of being best. The paper's grid is 200 episodes per weight (2200 on
+the line); on the simplex the reference grid is 100 per weight (6600).
 An oracle grid runs only the contenders (the weights truly within 3 points of the best, and the best of
-the rest): no strategy can run it without knowing the answer, so its needs show how much of the adaptive
-search's cost goes to ruling out the other weights.
+the rest): no strategy can run it without knowing the answer, so its needs show how much of a search's
+cost goes to ruling out the other weights.
 
     python benchmarks/search_bandit.py [--repeats 400] [--rho 0.5] [--replay docs/results/pusht_sweep_episodes.sqlite]
+    python benchmarks/search_bandit.py --simplex --repeats 200
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from typing import Callable
 import numpy as np
 
 from gpc.episode_store import EpisodeStore
-from gpc.search import Grid, ReplayBandit, SimulatedBandit, Space, SuccessiveRejects, make_space, run_search
+from gpc.search import (GaussianProcessRejects, Grid, ReplayBandit, SimulatedBandit, Space, SuccessiveRejects,
+                        make_space, run_search)
 
 CURVES = {  # shapes like the paper's sweeps: a peak inside, a sharp peak, a plateau, the best at a parent alone
     "smooth": [0.55, 0.60, 0.64, 0.68, 0.72, 0.74, 0.75, 0.73, 0.70, 0.66, 0.62],
@@ -32,41 +37,59 @@ CURVES = {  # shapes like the paper's sweeps: a peak inside, a sharp peak, a pla
     "plateau": [0.40, 0.50, 0.58, 0.64, 0.68, 0.70, 0.71, 0.70, 0.69, 0.66, 0.30],
     "edge": [0.80, 0.78, 0.75, 0.72, 0.68, 0.64, 0.60, 0.55, 0.50, 0.45, 0.40],
 }
-BUDGETS = [138, 275, 412, 495, 550, 605, 688, 825, 1100, 1650, 2200]
-PAPER_GRID = 2200
+FRACTIONS = [1 / 16, 1 / 8, 3 / 16, 0.225, 1 / 4, 0.275, 5 / 16, 3 / 8, 1 / 2, 3 / 4, 1]  # of the reference grid
+SEARCHES = ("grid", "adaptive", "gp")
+
+
+def simplex_surface(space: Space) -> list[float]:
+    """Success 0.3 far from a peak of 0.7 at weights (0.5, 0.3, 0.2), a Gaussian bump of width 0.25."""
+    distance = ((space.positions() - np.array([0.5, 0.3, 0.2])) ** 2).sum(1)
+    return list(0.3 + 0.4 * np.exp(-distance / (2 * 0.25 ** 2)))
+
+
+def make_strategy(name: str, space: Space, budget: int):
+    n = len(space.candidates)
+    if name == "grid":
+        return Grid(n, budget // n, 0)
+    if name == "adaptive":
+        return SuccessiveRejects(n, budget, 0)
+    return GaussianProcessRejects(space.positions(), budget, 0)
 
 
 def compare(name: str, space: Space, curve: list[float], make_backend: Callable[[int], object], repeats: int,
-            score_key: str | None = None) -> None:
-    """Print hit rates of grid, adaptive and oracle at every budget, and the budgets adaptive and oracle need."""
-    n = len(space.candidates)
+            reference: int, score_key: str | None = None) -> None:
+    """Print every strategy's hit rate at every budget, and the budgets each needs to match the reference grid."""
     good = np.asarray(curve) >= max(curve) - 0.03 - 1e-9
     contenders = sorted(np.flatnonzero(good).tolist() + [int(np.argmax(np.where(good, -1.0, curve)))])
     oracle_space = Space(space.kind, [space.candidates[k] for k in contenders])
-    hits = {(strategy, b): 0 for strategy in ("grid", "adaptive", "oracle") for b in BUDGETS}
-    used = {b: 0 for b in BUDGETS}
+    budgets = [round(f * reference) for f in FRACTIONS]
+    runnable = {(s, b) for s in SEARCHES for b in budgets if s == "grid" or b >= 2 * len(space.candidates)}
+    hits = {(s, b): 0 for s in (*SEARCHES, "oracle") for b in budgets}
+    used = dict.fromkeys(hits, 0)
     for rep in range(repeats):
         backend = make_backend(rep)  # one set of episodes for every strategy and budget
-        for budget in BUDGETS:
-            hits["grid", budget] += good[run_search(space, Grid(n, budget // n, 0), backend, [], score_key).best]
-            result = run_search(space, SuccessiveRejects(n, budget, 0), backend, [], score_key)
-            hits["adaptive", budget] += good[result.best]
-            used[budget] += len(result.selection)
+        for budget in budgets:
+            for search in SEARCHES:
+                if (search, budget) in runnable:
+                    result = run_search(space, make_strategy(search, space, budget), backend, [], score_key)
+                    hits[search, budget] += good[result.best]
+                    used[search, budget] += len(result.selection)
             oracle = Grid(len(contenders), budget // len(contenders), 0)
             hits["oracle", budget] += good[contenders[run_search(oracle_space, oracle, backend, [], score_key).best]]
     rate = {key: value / repeats for key, value in hits.items()}
-    print(f"\n{name}: true rates {[round(p, 3) for p in curve]}")
-    print(f"budget   | grid hit % | adaptive hit % | adaptive episodes used (mean) | oracle hit % (grid over "
-          f"{contenders})")
-    for budget in BUDGETS:
-        print(f"{budget:8d} | {100 * rate['grid', budget]:10.1f} | {100 * rate['adaptive', budget]:14.1f} | "
-              f"{used[budget] / repeats:29.0f} | {100 * rate['oracle', budget]:.1f}")
-    target = rate["grid", PAPER_GRID]
-    print(f"paper's grid ({PAPER_GRID} episodes) hits {100 * target:.1f}%; to hit within 2 points of that,")
-    for strategy in ("adaptive", "oracle"):
-        enough = [b for b in BUDGETS if rate[strategy, b] >= target - 0.02]
-        print(f"  {strategy} needs " + (f"{enough[0]} ({enough[0] / PAPER_GRID:.2f} of the grid's episodes)" if enough
-                                        else f"more than {PAPER_GRID}"))
+    print(f"\n{name}: {len(curve)} weights, true rates {[round(p, 3) for p in curve] if len(curve) < 20 else ''}")
+    print(f"budget | grid hit % | adaptive hit % (episodes used) | gp hit % (episodes used) | oracle hit % "
+          f"(grid over {contenders})")
+    for b in budgets:
+        cells = [f"{100 * rate[s, b]:.1f}" + (f" ({used[s, b] / repeats:.0f})" if s != "grid" else "")
+                 if (s, b) in runnable else "-" for s in SEARCHES]
+        print(f"{b:6d} | " + " | ".join(cells) + f" | {100 * rate['oracle', b]:.1f}")
+    target = rate["grid", reference]
+    print(f"the reference grid ({reference} episodes) hits {100 * target:.1f}%; to hit within 2 points of that,")
+    for search in ("adaptive", "gp", "oracle"):
+        enough = [b for b in budgets if rate[search, b] >= target - 0.02]
+        print(f"  {search} needs " + (f"{enough[0]} ({enough[0] / reference:.2f} of the grid's episodes)" if enough
+                                      else f"more than {reference}"))
 
 
 def main() -> None:
@@ -75,20 +98,28 @@ def main() -> None:
     parser.add_argument("--rho", type=float, default=0.5, help="correlation of one seed's outcomes across weights")
     parser.add_argument("--replay", help="an episode store holding a two-parent sweep (step 0.1) to replay")
     parser.add_argument("--score", default="coverage", help="replay: the tracked maximum that breaks ties")
+    parser.add_argument("--simplex", action="store_true", help="three simulated parents instead of the line")
     args = parser.parse_args()
-    space = make_space("line", 2, 0.1)
     began = time.perf_counter()
     print(f"{args.repeats} repetitions per cell; hit = chosen weight truly within 3 points of the best")
-    if args.replay:
+    if args.simplex:
+        space = make_space("simplex", 3, 0.1)
+        surface = simplex_surface(space)
+        compare(f"simplex, rho={args.rho}", space, surface,
+                lambda rep: SimulatedBandit(space, surface, args.rho, seed=rep), args.repeats, 100 * 66)
+    elif args.replay:
+        space = make_space("line", 2, 0.1)
         with EpisodeStore(args.replay, read_only=True) as store:  # the setup with the most episodes, if several
             episodes = max((store.episodes(setup) for setup in store.setups()), key=len)
         pool = ReplayBandit(space, episodes)
         compare(f"replay of {args.replay} ({len(pool.pool)} seeds)", space, pool.rates,
-                lambda rep: ReplayBandit(space, episodes, seed=rep), args.repeats, args.score)
+                lambda rep: ReplayBandit(space, episodes, seed=rep), args.repeats, 2200, args.score)
     else:
+        space = make_space("line", 2, 0.1)
         print(f"simulated bandits, rho={args.rho}")
         for name, curve in CURVES.items():
-            compare(name, space, curve, lambda rep: SimulatedBandit(space, curve, args.rho, seed=rep), args.repeats)
+            compare(name, space, curve, lambda rep: SimulatedBandit(space, curve, args.rho, seed=rep), args.repeats,
+                    2200)
     print(f"\n{time.perf_counter() - began:.0f} s")
 
 

@@ -32,6 +32,11 @@ class Space:
     candidates: list[WeightSchedule]
     xs: list[float] | None = None  # position on a sweep plot's x axis (the first parent's weight on a line)
 
+    def positions(self) -> np.ndarray:
+        """Each candidate as a point (its weights; a schedule's at the clean and at the noise end), one a row."""
+        ends = (0.0, 1.0) if self.kind == "schedule" else (0.0,)
+        return np.array([np.concatenate([c.at(s) for s in ends]) for c in self.candidates])
+
 
 def simplex_points(n_parents: int, step: float) -> list[tuple[float, ...]]:
     """Every weight vector on the simplex whose entries are multiples of `step`, first weight ascending."""
@@ -111,6 +116,10 @@ class Grid:
         return results.rank(self.candidates, self.seeds)[0]
 
 
+def _logbar(n_candidates: int) -> float:
+    return 0.5 + sum(1 / i for i in range(2, n_candidates + 1))
+
+
 class SuccessiveRejects:
     """Successive rejects on common seeds (Audibert & Bubeck 2010), with a paired early stop.
 
@@ -128,8 +137,8 @@ class SuccessiveRejects:
             raise ValueError(f"budget: successive rejects over {n_candidates} candidates needs at least "
                              f"{2 * n_candidates} episodes, got {budget}")
         self.survivors = list(range(n_candidates))
-        self.logbar = 0.5 + sum(1 / i for i in range(2, n_candidates + 1))
-        self.n_candidates, self.budget, self.delta, self.phase = n_candidates, budget, delta, 0
+        self.budget, self.delta, self.spent = budget, delta, 0
+        self.plan = (n_candidates, budget, 0)  # the schedule in force: (candidates, budget, phase)
         self.seeds: tuple[int, ...] = ()
         self.next_seed = first_seed
 
@@ -137,23 +146,79 @@ class SuccessiveRejects:
         while True:
             if self.seeds:
                 ranked = results.rank(self.survivors, self.seeds)
-                self.survivors = sorted(ranked[:1] if self._leader_clearly_best(results, ranked) else ranked[:-1])
+                keep = ranked[:1] if self._leader_clearly_best(results, ranked) else self._keep(results, ranked)
+                n_plan, plan_budget, phase = self.plan
+                if len(keep) == len(ranked) - 1:
+                    self.plan = (n_plan, plan_budget, phase + 1)
+                else:  # several dropped at once: successive rejects over the rest, with what is left
+                    self.plan = (len(keep), self.budget - self.spent + len(keep) * len(self.seeds), 1)
+                self.survivors = sorted(keep)
+            else:
+                self.plan = (*self.plan[:2], 1)
             if len(self.survivors) == 1:
                 return None
-            self.phase += 1
-            n_k = math.ceil((self.budget - self.n_candidates) / (self.logbar * (self.n_candidates + 1 - self.phase)))
+            n_plan, plan_budget, phase = self.plan
+            n_k = math.ceil((plan_budget - n_plan) / (_logbar(n_plan) * (n_plan + 1 - phase)))
+            n_k = min(n_k, len(self.seeds) + (self.budget - self.spent) // len(self.survivors))
             if n_k > len(self.seeds):  # otherwise this phase adds no seeds: drop the next worst at once
                 new = tuple(range(self.next_seed, self.next_seed + n_k - len(self.seeds)))
                 self.next_seed += len(new)
                 self.seeds += new
+                self.spent += len(new) * len(self.survivors)
                 return Batch(tuple(self.survivors), new)
+            if self.spent + len(self.survivors) > self.budget:
+                return None
 
     def best(self, results: Results) -> int:
         return results.rank(self.survivors, self.seeds)[0]
 
+    def _keep(self, results: Results, ranked: list[int]) -> list[int]:
+        """The survivors of a phase, given them best first: all but the worst."""
+        return ranked[:-1]
+
     def _leader_clearly_best(self, results: Results, ranked: list[int]) -> bool:
         level = self.delta / (len(ranked) - 1)
         return all(sign_test(*results.discordant(ranked[0], k, self.seeds)) < level for k in ranked[1:])
+
+
+class GaussianProcessRejects(SuccessiveRejects):
+    """Successive rejects that also drops every candidate a smooth model gives little chance of being best.
+
+    Success rates are modelled as a Gaussian process over the candidates' weights (squared-exponential kernel),
+    fitted to every episode so far, eliminated candidates' included, so neighbours share evidence: on a
+    simplex of many weights a whole region that did badly goes at once, and the budget replans over the
+    rest. The model only steers the spending; the choice is still the best on common seeds. Draws come from
+    a fixed generator, so a rerun proposes the same batches (resume and reproducibility).
+    """
+
+    def __init__(self, positions: np.ndarray, budget: int, first_seed: int, delta: float = 0.05,
+                 lengthscale: float = 0.15, amplitude: float = 0.15, prune: float = 0.01, draws: int = 2000):
+        super().__init__(len(positions), budget, first_seed, delta)
+        self.positions = np.asarray(positions, dtype=np.float64)
+        self.lengthscale, self.amplitude, self.prune, self.draws = lengthscale, amplitude, prune, draws
+
+    def _keep(self, results: Results, ranked: list[int]) -> list[int]:
+        chance = self.best_probabilities(results, ranked)
+        keep = [ranked[0]] + [k for k, p in zip(ranked[1:], chance[1:]) if p >= self.prune]
+        return keep if len(keep) < len(ranked) else ranked[:-1]
+
+    def best_probabilities(self, results: Results, candidates: Sequence[int]) -> np.ndarray:
+        """Posterior probability that each of `candidates` has the highest success rate."""
+        counts = np.array([len(o) for o in results.outcomes], dtype=np.float64)
+        wins = np.array([sum(ok for ok, _ in o.values()) for o in results.outcomes], dtype=np.float64)
+        seen = np.flatnonzero(counts)
+        mean = wins.sum() / counts.sum()
+        noise = max(mean * (1 - mean), 0.01) / counts[seen]  # binomial variance at the pooled rate
+        sq_dist = ((self.positions[:, None] - self.positions[None, :]) ** 2).sum(-1)
+        kernel = self.amplitude ** 2 * np.exp(-0.5 * sq_dist / self.lengthscale ** 2)
+        rows = np.asarray(candidates)
+        gain = np.linalg.solve(kernel[np.ix_(seen, seen)] + np.diag(noise), kernel[np.ix_(seen, rows)]).T
+        centre = mean + gain @ (wins[seen] / counts[seen] - mean)
+        cov = kernel[np.ix_(rows, rows)] - gain @ kernel[np.ix_(seen, rows)]
+        factor = np.linalg.cholesky(cov + 1e-9 * np.eye(len(rows)))
+        rng = np.random.default_rng([len(results.outcomes), len(self.seeds), len(rows)])
+        draws = centre + rng.standard_normal((self.draws, len(rows))) @ factor.T
+        return np.bincount(draws.argmax(1), minlength=len(rows)) / self.draws
 
 
 class Backend(Protocol):

@@ -14,21 +14,27 @@ from gpc.config import ConfigError, load_composer, resolve_path
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label
 from gpc.report import Row, format_table, summarize
-from gpc.search import Grid, LocalBackend, RayBackend, SearchResult, SuccessiveRejects, make_space, run_search
+from gpc.search import (Grid, GaussianProcessRejects, LocalBackend, RayBackend, SearchResult, Space,
+                        SuccessiveRejects, make_space, run_search)
 
 
-def make_strategy(config: DictConfig, n_candidates: int, source: str):
-    budget, first = int(config.budget), int(config.selection_seed)
+def make_strategy(config: DictConfig, space: Space, source: str):
+    budget, first, n_candidates = int(config.budget), int(config.selection_seed), len(space.candidates)
     try:
         if config.strategy == "grid":
             return Grid(n_candidates, budget // n_candidates, first)
-        if config.strategy == "adaptive":
+        if config.strategy in ("adaptive", "gp"):
             if not 0 < float(config.delta) < 1:
                 raise ValueError(f"delta: must be within (0, 1), got {config.delta}")
-            return SuccessiveRejects(n_candidates, budget, first, float(config.delta))
+            if config.strategy == "adaptive":
+                return SuccessiveRejects(n_candidates, budget, first, float(config.delta))
+            if not float(config.lengthscale) > 0:
+                raise ValueError(f"lengthscale: must be > 0, got {config.lengthscale}")
+            return GaussianProcessRejects(space.positions(), budget, first, float(config.delta),
+                                          float(config.lengthscale))
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
-    raise ConfigError(f"{source}: strategy: unknown strategy {config.strategy!r}; choose adaptive or grid")
+    raise ConfigError(f"{source}: strategy: unknown strategy {config.strategy!r}; choose adaptive, gp or grid")
 
 
 def check_seeds(config: DictConfig, source: str) -> None:
@@ -74,7 +80,7 @@ def main(config: DictConfig, source: str = "search config") -> None:
         space = make_space(str(config.space), len(composer.parents), float(config.step))
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
-    strategy = make_strategy(config, len(space.candidates), source)
+    strategy = make_strategy(config, space, source)
     check_seeds(config, source)
     check_backend(config, source)
     out = Path(config.output_dir)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from gpc.config import load_composer
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import Episode, candidate_label, rollout
 from gpc.operators import WeightSchedule
-from gpc.search import ReplayBandit, SimulatedBandit, SuccessiveRejects, make_space, run_search, simplex_points
+from gpc.search import (GaussianProcessRejects, ReplayBandit, Results, SimulatedBandit, SuccessiveRejects, make_space,
+                        run_search, simplex_points)
 from gpc.stats import sign_test, two_sided_sign_test
 
 pytest.importorskip("gym_pusht")
@@ -122,6 +124,52 @@ def test_successive_rejects_stops_early_when_one_candidate_is_clearly_best():
     assert result.best == 4 and len(result.selection) == 5 * 56
 
 
+def test_gp_best_probabilities_match_the_closed_form_for_independent_candidates():
+    # Two candidates much farther apart than the lengthscale: independent Gaussian posteriors, prior N(mean,
+    # amplitude^2) around the pooled rate, observed rate with binomial noise at the pooled rate.
+    strategy = GaussianProcessRejects(np.array([[0.0], [10.0]]), 400, 0, lengthscale=0.15, amplitude=0.15,
+                                      draws=200_000)
+    results = Results(2)
+    wins, n = (30, 24), 50
+    for k in range(2):
+        for seed in range(n):
+            results.add(k, seed, seed < wins[k])
+    pooled = sum(wins) / (2 * n)
+    noise, prior = pooled * (1 - pooled) / n, 0.15 ** 2
+    means = [pooled + prior / (prior + noise) * (w / n - pooled) for w in wins]
+    var = prior * noise / (prior + noise)
+    expected = NormalDist().cdf((means[0] - means[1]) / np.sqrt(2 * var))
+    assert strategy.best_probabilities(results, [0, 1]) == pytest.approx([expected, 1 - expected], abs=0.005)
+
+
+def test_gp_rejects_prunes_a_bad_region_at_once_and_stays_paired_reproducible_and_within_budget():
+    space = make_space("simplex", 3, 0.1)
+    distance = ((space.positions() - np.array([0.5, 0.3, 0.2])) ** 2).sum(1)
+    surface = 0.3 + 0.4 * np.exp(-distance / (2 * 0.25 ** 2))
+    peak = candidate_label(space.candidates[int(np.argmax(surface))])
+    runs = []
+    for _ in range(2):
+        bandit = RecordingBackend(SimulatedBandit(space, surface, rho=0.5, seed=3))
+        result = run_search(space, GaussianProcessRejects(space.positions(), 1650, 100_000), bandit, [])
+        runs.append([(e.candidate, e.seed, e.success) for e in result.selection])
+    assert runs[0] == runs[1] and len(runs[0]) <= 1650
+    # after the first phase on all 66, far more than successive rejects' one candidate went, the peak stayed
+    first, second = bandit.calls[:2]
+    assert len(first[0]) == 66 and len(second[0]) < 40 and peak in second[0], [len(c) for c, _ in bandit.calls]
+    assert all(seeds[0] == first[1][-1] + 1 for _, seeds in bandit.calls[1:2])  # new seeds continue the old
+
+
+class RecordingBackend:
+    """A backend that remembers what each batch asked for: (candidate labels, seeds)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def evaluate(self, candidates, seeds):
+        self.calls.append(([candidate_label(c) for c in candidates], list(seeds)))
+        return self.inner.evaluate(candidates, seeds)
+
+
 def test_replay_bandit_plays_stored_paired_rows_and_knows_their_rates():
     space = make_space("line", 2, 0.5)
     labels = [candidate_label(c) for c in space.candidates]
@@ -160,8 +208,10 @@ def test_grid_strategy_reproduces_a_sweep_run_by_hand(parents, tmp_path):
     assert (tmp_path / "out" / "sweep.png").stat().st_size > 0
 
 
-def test_two_runs_with_the_same_seeds_give_the_same_report_and_report_on_fresh_seeds(parents, tmp_path):
-    reports = [run_job(parents, tmp_path / name, "budget=6", "env.n_envs=6") for name in ("one", "two")]
+@pytest.mark.parametrize("strategy", ["adaptive", "gp"])
+def test_two_runs_with_the_same_seeds_give_the_same_report_and_report_on_fresh_seeds(parents, tmp_path, strategy):
+    reports = [run_job(parents, tmp_path / name, "budget=6", "env.n_envs=6", f"strategy={strategy}")
+               for name in ("one", "two")]
     for report in reports:
         assert report["cost"].pop("wall_s") > 0
     assert reports[0] == reports[1]
@@ -175,6 +225,7 @@ def test_two_runs_with_the_same_seeds_give_the_same_report_and_report_on_fresh_s
 @pytest.mark.parametrize("override, field", [
     ("report_seed=100003", "report_seed: report seeds 100003..100005 overlap the selection seeds"),
     ("strategy=bayes", "strategy: unknown strategy"),
+    ("strategy=gp lengthscale=0", "lengthscale: must be > 0"),
     ("budget=5", "budget: successive rejects over 3 candidates needs at least 6"),
     ("space=simplex step=0.3", "step: must divide 1"),
     ("backend=slurm", "backend: unknown backend"),
