@@ -154,9 +154,11 @@ def test_gp_rejects_prunes_a_bad_region_at_once_and_stays_paired_reproducible_an
         runs.append([(e.candidate, e.seed, e.success) for e in result.selection])
     assert runs[0] == runs[1] and len(runs[0]) <= 1650
     # after the first phase on all 66, far more than successive rejects' one candidate went, the peak stayed
-    first, second = bandit.calls[:2]
-    assert len(first[0]) == 66 and len(second[0]) < 40 and peak in second[0], [len(c) for c, _ in bandit.calls]
-    assert all(seeds[0] == first[1][-1] + 1 for _, seeds in bandit.calls[1:2])  # new seeds continue the old
+    calls = bandit.calls
+    assert len(calls[0][0]) == 66 and len(calls[1][0]) < 40 and peak in calls[1][0], [len(c) for c, _ in calls]
+    # paired: each batch runs survivors of the one before on the seeds that continue its own
+    assert all(set(now) <= set(before) and seeds[0] == before_seeds[-1] + 1
+               for (before, before_seeds), (now, seeds) in zip(calls, calls[1:]))
 
 
 class RecordingBackend:
