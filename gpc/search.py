@@ -194,8 +194,10 @@ class GaussianProcessRejects(SuccessiveRejects):
     def __init__(self, positions: np.ndarray, budget: int, first_seed: int, delta: float = 0.05,
                  lengthscale: float = 0.15, amplitude: float = 0.15, prune: float = 0.01, draws: int = 2000):
         super().__init__(len(positions), budget, first_seed, delta)
-        self.positions = np.asarray(positions, dtype=np.float64)
-        self.lengthscale, self.amplitude, self.prune, self.draws = lengthscale, amplitude, prune, draws
+        positions = np.asarray(positions, dtype=np.float64)
+        sq_dist = ((positions[:, None] - positions[None, :]) ** 2).sum(-1)
+        self.kernel = amplitude ** 2 * np.exp(-0.5 * sq_dist / lengthscale ** 2)
+        self.prune, self.draws = prune, draws
 
     def _keep(self, results: Results, ranked: list[int]) -> list[int]:
         chance = self.best_probabilities(results, ranked)
@@ -209,9 +211,7 @@ class GaussianProcessRejects(SuccessiveRejects):
         seen = np.flatnonzero(counts)
         mean = wins.sum() / counts.sum()
         noise = max(mean * (1 - mean), 0.01) / counts[seen]  # binomial variance at the pooled rate
-        sq_dist = ((self.positions[:, None] - self.positions[None, :]) ** 2).sum(-1)
-        kernel = self.amplitude ** 2 * np.exp(-0.5 * sq_dist / self.lengthscale ** 2)
-        rows = np.asarray(candidates)
+        kernel, rows = self.kernel, np.asarray(candidates)
         gain = np.linalg.solve(kernel[np.ix_(seen, seen)] + np.diag(noise), kernel[np.ix_(seen, rows)]).T
         centre = mean + gain @ (wins[seen] / counts[seen] - mean)
         cov = kernel[np.ix_(rows, rows)] - gain @ kernel[np.ix_(seen, rows)]
