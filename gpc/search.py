@@ -138,7 +138,7 @@ class SuccessiveRejects:
                              f"{2 * n_candidates} episodes, got {budget}")
         self.survivors = list(range(n_candidates))
         self.budget, self.delta, self.spent = budget, delta, 0
-        self.plan = (n_candidates, budget, 0)  # the schedule in force: (candidates, budget, phase)
+        self.plan = (n_candidates, budget, 1)  # the schedule in force: (candidates, budget, phase)
         self.seeds: tuple[int, ...] = ()
         self.next_seed = first_seed
 
@@ -153,8 +153,6 @@ class SuccessiveRejects:
                 else:  # several dropped at once: successive rejects over the rest, with what is left
                     self.plan = (len(keep), self.budget - self.spent + len(keep) * len(self.seeds), 1)
                 self.survivors = sorted(keep)
-            else:
-                self.plan = (*self.plan[:2], 1)
             if len(self.survivors) == 1:
                 return None
             n_plan, plan_budget, phase = self.plan
