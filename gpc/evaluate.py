@@ -2,7 +2,8 @@
 batched composer call per control step serves all slots that need a new action chunk.
 
 Sim-agnostic: an env factory returns gymnasium envs with dict observations and `info["is_success"]`;
-numeric info keys named in `track_max` (PushT's `coverage`) are recorded as their per-episode maximum.
+numeric info keys named in `track_max` (PushT's `coverage`) are recorded as their maximum over the episode's
+steps, not counting the reset frame, as Diffusion Policy's PushT score does (a start can already cover the goal).
 Seeds are fixed per episode, so every candidate sees the same start states, and the composer's noise for
 an episode depends only on (episode seed, control step), so candidates are compared on common noise.
 With a store (gpc.episode_store), each finished episode is recorded as it ends and a rerun skips what is
@@ -130,7 +131,7 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
     active = np.arange(n_slots) < len(wave)
     queues: list[deque] = [deque() for _ in range(n_slots)]
     steps = np.zeros(n_slots, dtype=int)
-    maxima = [{k: float(info[k][i]) for k in track_max} for i in range(n_slots)]
+    maxima = [{k: -np.inf for k in track_max} for _ in range(n_slots)]
     last_action = np.zeros((n_slots,) + envs.single_action_space.shape, dtype=np.float32)
     skippable_images = all(env.has_wrapper_attr("render_images") for env in envs.envs)
     while active.any():

@@ -88,6 +88,19 @@ def test_rollout_runs_every_candidate_on_every_seed_with_episodes_ending_at_diff
             assert not e.success and e.length == 6
 
 
+def test_tracked_maxima_count_the_steps_but_not_the_reset_frame():
+    class HighStartEnv(CountdownEnv):
+        def reset(self, seed=None, options=None):
+            obs, info = super().reset(seed=seed, options=options)
+            return obs, {**info, "progress": 100.0}
+
+    candidates = [WeightSchedule.constant(w) for w in ([1.0, 0.0], [0.0, 1.0])]
+    episodes = rollout(composer(), HighStartEnv, candidates, [0, 1, 2], n_envs=3, max_steps=4,
+                       track_max=["progress"], progress=False)
+    for e in episodes:
+        assert abs(e.maxima["progress"] - (2.0 if e.candidate == "w=1,0" else -2.0)) < 0.5
+
+
 def test_rollout_refuses_weights_that_would_share_a_stored_label():
     candidates = [WeightSchedule.constant(w) for w in ([0.3333, 0.6667], [0.3334, 0.6666])]
     with pytest.raises(ValueError, match=r"weights: \[0.3333, 0.6667\] and \[0.3334, 0.6666\] are both w=0.333,0.667"):
