@@ -67,21 +67,21 @@ class SGFD:
     """Holds the environment classifier and the Fourier draws; gives per-sample weights for each batch.
     `modules()` is what a resumed run must restore (the classifier and its optimizer)."""
 
-    def __init__(self, config: SGFDConfig, encoding_dim: int, n_envs: int):
+    def __init__(self, config: SGFDConfig, encoding_dim: int, n_envs: int, device: torch.device | str = "cpu"):
         if n_envs < 2:
             raise ValueError(f"sgfd: needs episodes from at least 2 environments (meta/env), got {n_envs}")
         self.config = config
         g = torch.Generator().manual_seed(config.seed)
-        self.frequencies = torch.randn(encoding_dim, config.rff_per_dim, generator=g)
-        self.phases = 2 * math.pi * torch.rand(encoding_dim, config.rff_per_dim, generator=g)
+        self.frequencies = torch.randn(encoding_dim, config.rff_per_dim, generator=g).to(device)
+        self.phases = (2 * math.pi * torch.rand(encoding_dim, config.rff_per_dim, generator=g)).to(device)
         torch.manual_seed(config.seed)
         self.classifier = nn.Sequential(nn.Linear(encoding_dim, config.classifier_hidden), nn.ReLU(),
-                                        nn.Linear(config.classifier_hidden, n_envs))
+                                        nn.Linear(config.classifier_hidden, n_envs)).to(device)
         self.optimizer = torch.optim.Adam(self.classifier.parameters(), lr=config.classifier_lr)
 
     def weights(self, encoding: torch.Tensor, env: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Sample weights (B,) with mean 1 for this batch, and what to log."""
-        z = encoding.detach()
+        z, env = encoding.detach(), env.to(encoding.device)
         logits = self.classifier(z)
         classifier_loss = nn.functional.cross_entropy(logits, env)
         self.optimizer.zero_grad(set_to_none=True)
@@ -91,10 +91,10 @@ class SGFD:
         pair_weights = 0.5 * (s[:, None] + s[None, :])
         features = random_fourier_features(z, self.frequencies, self.phases)
         B = z.shape[0]
-        theta = torch.zeros(B, requires_grad=True)
+        theta = torch.zeros(B, device=z.device, requires_grad=True)
         inner = torch.optim.Adam([theta], lr=self.config.inner_lr)
         with torch.no_grad():
-            before = weighted_cross_covariance(features, torch.ones(B), pair_weights).item()
+            before = weighted_cross_covariance(features, torch.ones(B, device=z.device), pair_weights).item()
         for _ in range(self.config.inner_steps):
             p = torch.softmax(theta, 0)
             kl_to_uniform = (p * (p * B).clamp(min=1e-12).log()).sum()

@@ -1,9 +1,10 @@
 """Train a parent policy from a zarr replay buffer (`gpc train`, configured by configs/train.yaml).
 
 AdamW with warm-up and cosine decay, EMA weights (diffusers' EMAModel, Diffusion Policy's settings), and
-periodic checkpoints. Every batch and every noise draw comes from a generator seeded by (seed, step), and
-the trainer state (weights, EMA, optimizer, step) is saved with safetensors, so a killed run resumes to the
-same weights an uninterrupted run reaches.
+periodic checkpoints, on a GPU when there is one (`training.device`). Every batch and every noise draw
+comes from a generator on that device seeded by (seed, step), and the trainer state (weights, EMA,
+optimizer, step) is saved with safetensors, so a killed run resumes to the same weights an uninterrupted
+run on the same device reaches.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def _load_optimizer(optimizer, path: Path, param_groups: list) -> None:
     optimizer.load_state_dict({"state": slots, "param_groups": param_groups})
 
 
-RESUME_FREE = ("steps", "progress", "log_every", "checkpoint_every")  # training keys a resume may change
+RESUME_FREE = ("steps", "progress", "log_every", "checkpoint_every", "device")  # training keys a resume may change
 
 
 def run_fingerprint(config: DictConfig) -> str:
@@ -165,14 +166,14 @@ def _save_state(out: Path, policy, ema, optimizer, step: int, sgfd=None, run: st
     replace_directory(tmp, state)
 
 
-def _load_state(out: Path, policy, ema, optimizer, sgfd=None, run: str = "") -> int:
+def _load_state(out: Path, policy, ema, optimizer, sgfd=None, run: str = "", device: str = "cpu") -> int:
     state = out / STATE_DIR
     meta = json.loads((state / "state.json").read_text())
     if meta.get("run", run) != run:
         raise ValueError(f"output_dir: {out} holds a run with another policy, dataset or training settings; "
                          "resume it with the same ones, or train into a new output_dir")
     policy.load_state_dict(load_file(str(state / "model.safetensors")))
-    shadow = load_file(str(state / "ema.safetensors"))
+    shadow = load_file(str(state / "ema.safetensors"), device=device)
     ema.shadow_params = [shadow[f"{i}"] for i in range(len(shadow))]
     ema.optimization_step = meta["ema_optimization_step"]
     _load_optimizer(optimizer, state / "optimizer.safetensors", meta["param_groups"])
@@ -190,6 +191,20 @@ def sgfd_config(config: DictConfig) -> SGFDConfig:
         raise ValueError(f"training.sgfd: {err}".splitlines()[0]) from None
 
 
+def training_device(config: DictConfig, source: str) -> torch.device:
+    """`training.device`: `auto` is the first GPU when torch sees one, else the CPU."""
+    name = str(config.training.get("device", "auto"))
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{source}: training.device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{source}: training.device: {name!r}, but torch sees no CUDA GPU here")
+    return device
+
+
 def train(config: DictConfig, source: str = "train config") -> Path:
     """Train (or resume) and write the EMA policy to `config.output_dir`. Returns that folder."""
     from diffusers.training_utils import EMAModel
@@ -198,22 +213,23 @@ def train(config: DictConfig, source: str = "train config") -> Path:
     for key in ("steps", "batch_size", "log_every", "checkpoint_every"):
         integer_setting(config, f"training.{key}", source)
     run = run_fingerprint(config)
+    device = training_device(config, source)
     policy_config = load_policy_config(config.policy, where="policy")
     torch.manual_seed(config.training.seed)
     reweighting = sgfd_config(config)
     dataset, normalizers, languages, envs = make_dataset(config, policy_config, need_env=reweighting.enabled)
-    policy = Policy(policy_config, normalizers)
+    policy = Policy(policy_config, normalizers).to(device)
     sgfd = None
     if reweighting.enabled:
         encoding_dim = sum(encoder.output_dim for encoder in policy.encoders.values())
-        sgfd = SGFD(reweighting, encoding_dim, int(envs.max()) + 1)  # labels are 0..K-1: K environments
+        sgfd = SGFD(reweighting, encoding_dim, int(envs.max()) + 1, device)  # labels are 0..K-1: K environments
     optimizer = torch.optim.AdamW(policy.parameters(), lr=config.training.lr,
                                   weight_decay=config.training.weight_decay)
     ema = EMAModel(policy.parameters(), power=config.training.ema_power, decay=config.training.ema_max_decay,
                    use_ema_warmup=True)
     start = 0
     if (out / STATE_DIR / "state.json").exists():
-        start = _load_state(out, policy, ema, optimizer, sgfd, run)
+        start = _load_state(out, policy, ema, optimizer, sgfd, run, str(device))
         log.info("resuming %s from step %d", out, start)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.jsonl"
@@ -222,13 +238,13 @@ def train(config: DictConfig, source: str = "train config") -> Path:
         write_text_whole(log_path, "".join(row + "\n" for row in kept))
     history = log_path.open("a")
     bar = tqdm(range(start, config.training.steps), initial=start, total=config.training.steps,
-               desc=f"train {policy_config.name}", disable=not config.training.progress)
+               desc=f"train {policy_config.name} on {device}", disable=not config.training.progress)
     began = time.perf_counter()
     for step in bar:
         policy.train()
-        g = torch.Generator().manual_seed(config.training.seed * 1_000_003 + step)
-        batch = collate(dataset, torch.randint(len(dataset), (config.training.batch_size,), generator=g), languages,
-                        envs)
+        g = torch.Generator(device=device).manual_seed(config.training.seed * 1_000_003 + step)
+        windows = torch.randint(len(dataset), (config.training.batch_size,), generator=g, device=device).cpu()
+        batch = collate(dataset, windows, languages, envs)
         if sgfd is None:
             weights, stats = None, {}
             per_sample = policy.compute_loss(batch, generator=g)

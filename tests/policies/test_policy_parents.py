@@ -1,5 +1,6 @@
 """Trained parents of every kind save, reload bit-identically, and run inside the composer."""
 
+import json
 import os
 import re
 import signal
@@ -170,8 +171,6 @@ def test_killed_training_resumes_to_the_same_weights_as_an_uninterrupted_run(dat
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    import json
-
     assert state.exists() and json.loads(state.read_text())["step"] < 60, "the run must be killed mid-way"
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "killed.yaml")], check=True)
     straight = train_config(dataset, "resume", tmp_path / "straight", steps=60, **KINDS["state_diffusion"])
@@ -199,6 +198,7 @@ def test_a_rerun_with_another_dataset_into_the_same_folder_is_refused_not_resume
 @pytest.mark.parametrize("change, message", [
     (dict(steps=0), "training.steps: need an integer >= 1, got 0"),
     (dict(log_every=0), "training.log_every: need an integer >= 1, got 0"),
+    (dict(device="gpu0"), "training.device: 'gpu0' is not a torch device"),
     (dict(horizon=64), "no episode is long enough for one training window (policy.horizon=64)"),
     (dict(sgfd_labels=[1, 1, 1]), "at least 2 environments"),
     (dict(sgfd_labels=[0, 1]), "meta/env has 2 values for 3 episodes"),
@@ -219,6 +219,19 @@ def test_bad_training_input_is_one_clear_error(dataset, tmp_path, change, messag
     assert not (tmp_path / "out" / "policy").exists()
 
 
+def test_a_gpu_asked_for_where_torch_sees_none_is_one_clear_error(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config = train_config(dataset, "gpu", tmp_path / "out", **KINDS["state_diffusion"])
+    config.training.device = "cuda:1"
+    with pytest.raises(ValueError, match=re.escape("training.device: 'cuda:1', but torch sees no CUDA GPU here")):
+        train(config)
+    config.training.device = "auto"  # falls back to the CPU, and may resume a run begun on another device
+    assert (train(config) / "policy" / "model.safetensors").exists()
+    config.training.device, config.training.steps = "cpu", 6
+    train(config)
+    assert json.loads((tmp_path / "out" / "train_state" / "state.json").read_text())["step"] == 6
+
+
 def test_sgfd_counts_environments_by_distinct_label_of_any_type(tmp_path):
     labelled = tmp_path / "labelled.zarr"
     write_replay_buffer(labelled, {"state": np.ones((60, 5), np.float32), "action": np.ones((60, 2), np.float32)},
@@ -236,7 +249,6 @@ def test_a_misnamed_network_option_names_its_config_field(dataset, tmp_path):
 
 
 def test_a_resumed_run_logs_each_step_once(dataset, tmp_path):
-    import json
     import shutil
 
     config = train_config(dataset, "log", tmp_path / "out", steps=2, **KINDS["state_diffusion"])
