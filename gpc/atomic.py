@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def replace_directory(complete: Path, target: Path) -> None:
@@ -20,8 +22,20 @@ def replace_directory(complete: Path, target: Path) -> None:
         os.replace(complete, target)
 
 
+@contextmanager
+def whole_file(path: Path) -> Iterator[Path]:
+    """A sibling path to write, renamed over `path` when the block ends without error (and removed if it
+    fails): readers see the old file or the new one. The sibling keeps `path`'s suffix for writers that
+    read the format from it (matplotlib)."""
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_text_whole(path: Path, text: str) -> None:
-    """Write `text` to a sibling file, then rename it over `path`: readers see the old file or the new one."""
-    partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with whole_file(path) as partial:
+        partial.write_text(text)

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gpc.atomic import write_text_whole
+from gpc.atomic import whole_file, write_text_whole
 from gpc.evaluate import Episode
 from gpc.stats import mean_interval, wilson_interval
 
@@ -95,5 +95,6 @@ def plot_sweep(sweep: Sequence[tuple[float, Row]], path: Path, xlabel: str = "we
     ax.set_title(f"weight sweep, {sweep[0][1].episodes} episodes per weight")
     ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with whole_file(path) as partial:
+        fig.savefig(partial, dpi=120)
     plt.close(fig)

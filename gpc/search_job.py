@@ -10,7 +10,7 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from gpc.atomic import write_text_whole
+from gpc.atomic import whole_file, write_text_whole
 from gpc.config import ConfigError, integer_setting, load_composer, resolve_path
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label
@@ -188,5 +188,6 @@ def plot_search(rows: list[Row], xs, best: Row, held_out: Row | None, on_line: b
     ax.set_title("weight search (numbers: episodes per candidate)")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with whole_file(path) as partial:
+        fig.savefig(partial, dpi=120)
     plt.close(fig)
