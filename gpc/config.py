@@ -7,7 +7,7 @@ before any output is written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -41,6 +41,23 @@ def resolve_path(path: str) -> Path:
     if candidate.is_absolute() or candidate.exists():
         return candidate
     return PROJECT_ROOT / candidate
+
+
+def env_factory(env: DictConfig, source: str) -> Callable[[], Any]:
+    """`env.factory` as a factory of envs, tried once here: a factory that cannot make an env (a misspelt
+    task, a missing dataset) is then a one-line error naming the field before any output exists."""
+    from hydra.utils import instantiate
+
+    def make():
+        return instantiate(env.factory)
+
+    try:
+        make().close()
+    except Exception as err:  # noqa: BLE001 - simulators raise anything; each is a config error here
+        cause = err.__cause__ or err  # hydra wraps the factory's own error
+        message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ConfigError(f"{source}: env.factory: {message}") from None
+    return make
 
 
 def load_parents(config: DictConfig, source: str, device: str) -> list:

@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from gpc.config import ConfigError, integer_setting, load_composer, weight_candidates
+from gpc.config import ConfigError, env_factory, integer_setting, load_composer, weight_candidates
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label, candidate_labels, rollout
 from gpc.operators import WeightSchedule
@@ -59,11 +58,12 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     seeds = list(range(first_seed, first_seed + integer_setting(config, "episodes", source)))
     env = config.env
     n_envs, max_steps = integer_setting(config, "env.n_envs", source), integer_setting(config, "env.max_steps", source)
+    make_env = env_factory(env, source)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with EpisodeStore(out / "episodes.sqlite") as store:
-        episodes = rollout(composer, lambda: instantiate(env.factory), schedules, seeds, n_envs, max_steps,
+        episodes = rollout(composer, make_env, schedules, seeds, n_envs, max_steps,
                            list(env.get("track_max", [])), store, setup_hash(config),
                            progress=bool(config.get("progress", True)))
     rows = summarize(episodes, labels, names)

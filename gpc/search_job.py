@@ -7,11 +7,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from gpc.atomic import whole_file, write_text_whole
-from gpc.config import ConfigError, integer_setting, load_composer, resolve_path
+from gpc.config import ConfigError, env_factory, integer_setting, load_composer, resolve_path
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label
 from gpc.report import Row, format_table, summarize
@@ -62,10 +61,10 @@ def check_backend(config: DictConfig, source: str) -> None:
             raise ConfigError(f"{source}: backend: ray is not installed (pip install 'gpc[dist]')") from None
 
 
-def make_backend(config: DictConfig, composer, store: EpisodeStore, setup: str):
+def make_backend(config: DictConfig, composer, make_env, store: EpisodeStore, setup: str):
     env, progress = config.env, bool(config.get("progress", True))
     if config.backend == "local":
-        return LocalBackend(composer, lambda: instantiate(env.factory), int(env.n_envs), int(env.max_steps),
+        return LocalBackend(composer, make_env, int(env.n_envs), int(env.max_steps),
                             list(env.get("track_max", [])), store, setup, progress)
     compose = OmegaConf.to_container(config.compose, resolve=True)
     for parent in compose["parents"]:  # workers may run elsewhere: give them absolute paths
@@ -92,6 +91,7 @@ def main(config: DictConfig, source: str = "search config") -> None:
     check_seeds(config, source)
     strategy = make_strategy(config, space, source)
     check_backend(config, source)
+    make_env = env_factory(config.env, source)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup = setup_hash(config)
@@ -99,7 +99,7 @@ def main(config: DictConfig, source: str = "search config") -> None:
     track = list(config.env.get("track_max", []))
     with EpisodeStore(out / "episodes.sqlite") as store:
         stored_before = store.done(setup)
-        backend = make_backend(config, composer, store, setup)
+        backend = make_backend(config, composer, make_env, store, setup)
         try:
             result = run_search(space, strategy, backend, report_seeds, track[0] if track else None)
         finally:

@@ -132,6 +132,7 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
     ("weights=[[0.5,abc]]", "weights: need a list of numbers, got [0.5, 'abc']"),
     ("compose.weights=[0.5,abc]", "compose.weights: need a list of numbers"),
     ("weights=[[0.3333,0.6667],[0.3334,0.6666]]", "weights: [0.3333, 0.6667] and [0.3334, 0.6666] are both"),
+    ("+env.factory.colour=red", "env.factory: make_env() got an unexpected keyword argument 'colour'"),
 ])
 def test_bad_eval_input_exits_2_with_one_line_naming_the_field(parents, tmp_path, capsys, override, field):
     a, b, _ = parents

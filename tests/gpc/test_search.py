@@ -266,6 +266,7 @@ def test_two_runs_with_the_same_seeds_give_the_same_report_and_report_on_fresh_s
     ("compose.operator=or space=schedule", "space: the 'or' operator takes constant weights"),
     ("env.n_envs=abc", "env.n_envs: need an integer >= 1, got 'abc'"),
     ("report_episodes=-1", "report_episodes: need an integer >= 0, got -1"),
+    ("+env.factory.colour=red", "env.factory: make_env() got an unexpected keyword argument 'colour'"),
 ])
 def test_bad_search_input_exits_2_with_one_line_naming_the_field(parents, tmp_path, capsys, override, field):
     assert gpc_main(["search", *search_args(parents, tmp_path / "out", "budget=6", *override.split())]) == 2
