@@ -16,7 +16,7 @@ terminates the episode. `reset(seed=s)` places the objects and the robot's initi
 
 `env_from_metadata` builds the env a robomimic dataset was recorded in from its `data.attrs["env_args"]`,
 converting robosuite <= 1.4 controller configs (`{"type": "OSC_POSE", ...}`) to robosuite 1.5's
-composite format.
+composite format; `env_from_dataset` reads that metadata from a dataset file (env=robomimic_dataset).
 """
 
 from __future__ import annotations
@@ -291,3 +291,28 @@ def env_from_metadata(env_meta: dict | str, obs_keys=None, image_size: int | Non
         kwargs.setdefault("lite_physics", False)
     env = RobomimicEnv(name, kwargs, obs_keys, image_size, cameras, render_mode)
     return gym.wrappers.TimeLimit(env, max_episode_steps or HORIZONS.get(name, 400))
+
+
+def env_from_dataset(path: str, obs_keys=None, image_size: int | None = None, cameras=None,
+                     max_episode_steps: int | None = None, render_mode: str | None = None) -> gym.Env:
+    """The env a dataset was recorded in, as robomimic evaluates: from the `env_args` of a robomimic HDF5
+    file (`data.attrs`) or of a zarr store written by `make_demos` or `import_hdf5` (root attrs)."""
+    from gpc.config import resolve_path
+
+    source = resolve_path(path)
+    if not source.exists():
+        raise ValueError(f"path: {path} does not exist")
+    if source.suffix in (".hdf5", ".h5"):
+        import h5py
+
+        with h5py.File(source, "r") as f:
+            env_args = f["data"].attrs.get("env_args") if "data" in f else None
+        env_args = env_args.decode() if isinstance(env_args, bytes) else env_args
+    else:
+        import zarr
+
+        env_args = zarr.open_group(str(source), mode="r").attrs.get("env_args")
+    if env_args is None:
+        raise ValueError(f"{path}: env_args: missing (robomimic datasets keep it in data.attrs; gpc's zarr "
+                         "stores from make_demos or import_hdf5 in their root attrs)")
+    return env_from_metadata(env_args, obs_keys, image_size, cameras, max_episode_steps, render_mode)

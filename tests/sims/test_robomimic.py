@@ -11,7 +11,13 @@ pytest.importorskip("robosuite")
 h5py = pytest.importorskip("h5py")
 zarr = pytest.importorskip("zarr")
 
-from gpc.sims.robomimic.env import INSTRUCTION_KEY, LOW_DIM_KEYS, env_from_metadata, make_env  # noqa: E402
+from gpc.sims.robomimic.env import (  # noqa: E402
+    INSTRUCTION_KEY,
+    LOW_DIM_KEYS,
+    env_from_dataset,
+    env_from_metadata,
+    make_env,
+)
 from gpc.sims.robomimic.expert import make_expert  # noqa: E402
 from gpc.sims.robomimic.import_hdf5 import DatasetError, import_hdf5, main as import_main  # noqa: E402
 from gpc.sims.robomimic.make_demos import make_demos  # noqa: E402
@@ -183,6 +189,56 @@ def write_robomimic_hdf5(path, drop=None):
                     group.create_dataset(f"obs/{key}", data=demo[key])
             demos[number] = demo
     return demos
+
+
+def first_steps(env, seed=100_000, steps=3):
+    """Observations of a reset and a few fixed actions."""
+    obs, _ = env.reset(seed=seed)
+    seen = [obs]
+    for action in np.random.default_rng(0).uniform(-1, 1, size=(steps, env.action_space.shape[0])):
+        seen.append(env.step(action.astype(np.float32))[0])
+    env.close()
+    return seen
+
+
+def assert_same_episode(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+@pytest.mark.parametrize("task", ["lift", "can", "square"])
+def test_shipped_env_configs_build_the_env_their_datasets_metadata_describes(task):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from gpc.config import PROJECT_ROOT
+
+    factory = OmegaConf.load(PROJECT_ROOT / f"configs/env/robomimic_{task}.yaml").factory
+    recorded = env_from_dataset(f"data/robomimic/{task}_demos.zarr", obs_keys=list(factory.obs_keys))
+    assert_same_episode(first_steps(instantiate(factory)), first_steps(recorded))
+
+
+def test_env_from_dataset_reads_a_robomimic_hdf5_file_and_names_a_file_without_metadata(tmp_path):
+    write_robomimic_hdf5(tmp_path / "lift.hdf5")
+    assert_same_episode(first_steps(env_from_dataset(str(tmp_path / "lift.hdf5"))),
+                        first_steps(env_from_metadata(old_env_meta("Lift"))))
+    with h5py.File(tmp_path / "bare.hdf5", "w") as f:
+        f.create_group("data")
+    with pytest.raises(ValueError, match="bare.hdf5: env_args: missing"):
+        env_from_dataset(str(tmp_path / "bare.hdf5"))
+
+
+def test_env_from_dataset_without_a_path_is_a_one_line_config_error():
+    from omegaconf import OmegaConf
+
+    from gpc.config import PROJECT_ROOT, ConfigError, env_factory
+
+    env = OmegaConf.load(PROJECT_ROOT / "configs/env/robomimic_dataset.yaml")
+    with pytest.raises(ConfigError, match=r"^configs/eval.yaml: env.factory: Missing mandatory value: factory.path$"):
+        env_factory(env, "configs/eval.yaml")
 
 
 def test_import_hdf5_matches_source_in_numeric_demo_order(tmp_path):
