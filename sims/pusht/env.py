@@ -3,6 +3,10 @@
 Keys: "state" [agent_xy, block_xy, block_angle]; "keypoint" DP's low-dim vector (9 block keypoints,
 then agent_xy: 20 floats); "image" top-down RGB (uint8, HWC); "agent_pos". Rendering costs ~3 ms a step,
 so "image" is drawn only when requested.
+
+Start states: gym-pusht draws a seed's start state with gymnasium's generator, so seed 100000 is not
+Diffusion Policy's test state 100000. `start_states="diffusion_policy"` draws DP's instead (its PushTEnv:
+a legacy RandomState(seed)), for comparing with DP's 50 test seeds seed for seed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from gym_pusht.envs.pymunk_override import DrawOptions
 from gymnasium import spaces
 
 OBS_KEYS = ("state", "keypoint", "image", "agent_pos")
+START_STATES = ("gym_pusht", "diffusion_policy")
+
+
+def diffusion_policy_start_state(seed: int) -> np.ndarray:
+    """DP's start state for a seed: agent xy, block xy (integers), block angle."""
+    rs = np.random.RandomState(seed)
+    agent = [rs.randint(50, 450), rs.randint(50, 450)]
+    block = [rs.randint(100, 400), rs.randint(100, 400)]
+    return np.array([*agent, *block, rs.randn() * 2 * np.pi - np.pi], dtype=np.float64)
 
 
 @functools.cache
@@ -55,8 +68,11 @@ class DictObs(gym.Wrapper):
     Policy's per-step `score` (gym-pusht's reward, coverage / 0.95 clipped to 1) from the reset on; an
     episode's maximum score, averaged over episodes, is DP's PushT score, which is not a success rate."""
 
-    def __init__(self, env: PushTEnv, obs_keys, image_size: int):
+    def __init__(self, env: PushTEnv, obs_keys, image_size: int, start_states: str = "gym_pusht"):
         super().__init__(env)
+        if start_states not in START_STATES:
+            raise ValueError(f"start_states: {start_states!r}; choose from {START_STATES}")
+        self.start_states = start_states
         unknown = set(obs_keys) - set(OBS_KEYS)
         if unknown:
             raise ValueError(f"unknown PushT obs keys {sorted(unknown)}; choose from {OBS_KEYS}")
@@ -80,8 +96,10 @@ class DictObs(gym.Wrapper):
         }
         return {k: values[k].astype(self.observation_space[k].dtype) for k in self.obs_keys}
 
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
+    def reset(self, *, seed=None, options=None):
+        if self.start_states == "diffusion_policy" and seed is not None and (options or {}).get("reset_to_state") is None:
+            options = {**(options or {}), "reset_to_state": diffusion_policy_start_state(seed)}
+        obs, info = self.env.reset(seed=seed, options=options)
         sim = self.env.unwrapped
         info["coverage"] = sim._get_coverage()
         info["score"] = float(np.clip(info["coverage"] / sim.success_threshold, 0.0, 1.0))
@@ -94,8 +112,8 @@ class DictObs(gym.Wrapper):
 
 
 def make_env(obs_keys=("state", "keypoint", "image", "agent_pos"), image_size: int = 96,
-             max_episode_steps: int = 300) -> gym.Env:
+             max_episode_steps: int = 300, start_states: str = "gym_pusht") -> gym.Env:
     """One PushT env. Success (`info["is_success"]`) is coverage > 0.95, which also terminates."""
     sim = PushTEnv(obs_type="pixels" if "image" in obs_keys else "state", render_mode="rgb_array",
                    observation_width=image_size, observation_height=image_size)
-    return gym.wrappers.TimeLimit(DictObs(sim, obs_keys, image_size), max_episode_steps)
+    return gym.wrappers.TimeLimit(DictObs(sim, obs_keys, image_size, start_states), max_episode_steps)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zarr
 
-from gpc.sims.pusht.env import block_keypoints, block_keypoints_local, make_env
+from gpc.sims.pusht.env import block_keypoints, block_keypoints_local, diffusion_policy_start_state, make_env
 from gpc.sims.pusht.expert import PushTExpert, coverage
 from gpc.sims.pusht.make_demos import make_demos
 
@@ -28,6 +28,28 @@ def test_reset_is_seeded_and_observations_match_the_declared_space():
     assert not np.array_equal(first["state"], other["state"])
     assert not info["is_success"] and 0 <= info["coverage"] <= 1
     assert info["score"] == pytest.approx(min(info["coverage"] / 0.95, 1.0))
+
+
+def test_diffusion_policy_start_states_are_dps_legacy_draws_also_in_vector_envs():
+    # DP's PushTEnv.reset: RandomState(seed); randint(50, 450) twice, randint(100, 400) twice, randn() * 2pi - pi
+    rs = np.random.RandomState(100_000)
+    expected = [rs.randint(50, 450), rs.randint(50, 450), rs.randint(100, 400), rs.randint(100, 400),
+                rs.randn() * 2 * np.pi - np.pi]
+    np.testing.assert_array_equal(diffusion_policy_start_state(100_000), expected)
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(obs_keys=("state",), start_states="diffusion_policy")] * 2)
+    obs, _ = envs.reset(seed=[100_000, 100_001])
+    for row, seed in zip(obs["state"], (100_000, 100_001)):
+        state = diffusion_policy_start_state(seed)
+        np.testing.assert_allclose(row[:2], state[:2])  # the agent is placed exactly
+        assert row[4] == pytest.approx(state[4] % (2 * np.pi), abs=1e-5)
+    default, _ = make_env(obs_keys=("state",)).reset(seed=100_000)
+    assert not np.allclose(default["state"][:2], diffusion_policy_start_state(100_000)[:2])
+    chosen = np.array([100.0, 100.0, 300.0, 300.0, 0.5])  # an explicit start state still wins
+    obs, _ = make_env(obs_keys=("state",), start_states="diffusion_policy").reset(
+        seed=100_000, options={"reset_to_state": chosen})
+    np.testing.assert_allclose(obs["state"][:2], chosen[:2])
+    with pytest.raises(ValueError, match="start_states: 'dp'"):
+        make_env(start_states="dp")
 
 
 def test_step_reports_coverage_and_success_and_renders():
