@@ -43,20 +43,33 @@ def resolve_path(path: str) -> Path:
     return PROJECT_ROOT / candidate
 
 
-def env_factory(env: DictConfig, source: str) -> Callable[[], Any]:
+def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Callable[[], Any]:
     """`env.factory` as a factory of envs, tried once here: a factory that cannot make an env (a misspelt
-    task, a missing dataset) is then a one-line error naming the field before any output exists."""
+    task, a missing dataset), or one whose envs render no frames when videos are asked for, is then a
+    one-line error naming the field before any output exists."""
     from hydra.utils import instantiate
 
     def make():
         return instantiate(env.factory)
 
     try:
-        make().close()
+        probe = make()
     except Exception as err:  # noqa: BLE001 - simulators raise anything; each is a config error here
         cause = err.__cause__ or err  # hydra wraps the factory's own error
         message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         raise ConfigError(f"{source}: env.factory: {message}") from None
+    try:
+        if need_frames:
+            try:
+                probe.reset(seed=0)
+                frame = probe.render()
+            except Exception:  # noqa: BLE001 - envs without a render mode may raise instead of returning None
+                frame = None
+            if getattr(frame, "ndim", 0) != 3:
+                raise ConfigError(f"{source}: videos: the env renders no RGB frames; give env.factory "
+                                  "render_mode: rgb_array where it takes one")
+    finally:
+        probe.close()
     return make
 
 

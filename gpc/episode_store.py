@@ -36,10 +36,11 @@ CREATE TABLE IF NOT EXISTS episodes (
 
 def setup_hash(config: DictConfig) -> str:
     """Hash of the composition (without its weights), the contents of its parents' checkpoints, and the env
-    (without its slot count)."""
+    (without its slot count and render mode)."""
     setup = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("compose", "env")}
     setup["compose"].pop("weights", None)
     setup["env"].pop("n_envs", None)
+    setup["env"].get("factory", {}).pop("render_mode", None)  # frames for videos change no outcome
     setup["checkpoints"] = [content_digest(resolve_path(str(p["path"]))) for p in setup["compose"]["parents"]]
     return hashlib.sha256(repr(sorted(setup.items())).encode()).hexdigest()[:10]
 

@@ -58,14 +58,16 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     seeds = list(range(first_seed, first_seed + integer_setting(config, "episodes", source)))
     env = config.env
     n_envs, max_steps = integer_setting(config, "env.n_envs", source), integer_setting(config, "env.max_steps", source)
-    make_env = env_factory(env, source)
+    videos = integer_setting(config, "videos", source, minimum=0) if config.get("videos") is not None else 0
+    make_env = env_factory(env, source, need_frames=videos > 0)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with EpisodeStore(out / "episodes.sqlite") as store:
         episodes = rollout(composer, make_env, schedules, seeds, n_envs, max_steps,
                            list(env.get("track_max", [])), store, setup_hash(config),
-                           progress=bool(config.get("progress", True)))
+                           progress=bool(config.get("progress", True)), video_dir=out / "videos",
+                           video_pairs=[(label, seed) for label in labels for seed in seeds[:videos]])
     rows = summarize(episodes, labels, names)
     sweep = list(zip(sweep_x, rows)) if sweep_x is not None else ()
     write_reports(rows, out, sweep, f"weight on {composer.parents[0].spec.name}")

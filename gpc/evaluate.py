@@ -7,7 +7,8 @@ steps, not counting the reset frame, as Diffusion Policy's PushT score does (a s
 Seeds are fixed per episode, so every candidate sees the same start states, and the composer's noise for
 an episode depends only on (episode seed, control step), so candidates are compared on common noise.
 With a store (gpc.episode_store), each finished episode is recorded as it ends and a rerun skips what is
-already there. Envs with a `render_images` attribute (robomimic's) render cameras only for the observations
+already there. Chosen episodes can be filmed (gpc.video); a stored episode whose video is missing runs again
+for its frames only. Envs with a `render_images` attribute (robomimic's) render cameras only for the observations
 that the next composer call reads: with 8-step action chunks and 2 observation steps, a quarter of them.
 """
 
@@ -17,7 +18,8 @@ import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Collection, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from gpc.composer import Composer, make_generators
 from gpc.operators import WeightSchedule
+from gpc.video import EpisodeVideos, missing_videos
 
 if TYPE_CHECKING:
     from gpc.episode_store import EpisodeStore
@@ -89,11 +92,17 @@ def stored_and_missing(store: EpisodeStore | None, setup: str, labels: Sequence[
 
 def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Sequence[WeightSchedule],
             seeds: Sequence[int], n_envs: int, max_steps: int, track_max: Sequence[str] = (),
-            store: EpisodeStore | None = None, setup: str = "", progress: bool = True) -> list[Episode]:
+            store: EpisodeStore | None = None, setup: str = "", progress: bool = True,
+            video_dir: Path | None = None, video_pairs: Collection[tuple[str, int]] = ()) -> list[Episode]:
     """Run every candidate on every seed; returns an episode per (candidate, seed), taking those already in
-    `store` (under `setup`) from it and recording each new one there as it ends."""
+    `store` (under `setup`) from it and recording each new one there as it ends. The (label, seed) episodes
+    in `video_pairs` are filmed into `video_dir`."""
     labels = candidate_labels(candidates)
     episodes, todo = stored_and_missing(store, setup, labels, seeds)
+    film = missing_videos(video_dir, video_pairs) if video_dir else set()
+    stored = {(e.candidate, e.seed) for e in episodes}
+    refilm = [(labels.index(label), seed) for label, seed in sorted(film & stored)]  # for the frames only
+    todo += refilm
     if not todo:
         return episodes
     n_envs = min(n_envs, len(todo))
@@ -105,24 +114,27 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
         envs.close()
         raise ValueError(f"env.max_steps: {max_steps} is beyond the env's own step limit of {limit}, which would end "
                          f"episodes first; give the factory max_episode_steps: {max_steps} too")
+    videos = EpisodeVideos(video_dir, envs.envs[0].metadata.get("render_fps", 10)) if film else None
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
     try:
         for wave_start in range(0, len(todo), n_envs):
             wave = todo[wave_start:wave_start + n_envs]
             began = time.perf_counter()
-            for episode in _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
+            for episode in _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, videos, film):
                 episode.wall_s = time.perf_counter() - began
+                bar.update(1)
+                if (episode.candidate, episode.seed) in stored:
+                    continue  # run again for its video; the stored episode stands
                 episodes.append(episode)
                 if store:
                     store.record(setup, episode)
-                bar.update(1)
     finally:
         bar.close()
         envs.close()
     return episodes
 
 
-def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
+def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, videos=None, film=()):
     n_slots = envs.num_envs
     slot_seeds = [seed for _, seed in wave] + [wave[-1][1]] * (n_slots - len(wave))
     obs, info = envs.reset(seed=slot_seeds)
@@ -133,6 +145,9 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
     steps = np.zeros(n_slots, dtype=int)
     maxima = [{k: -np.inf for k in track_max} for _ in range(n_slots)]
     last_action = np.zeros((n_slots,) + envs.single_action_space.shape, dtype=np.float32)
+    filmed = [i for i, (k, seed) in enumerate(wave) if (labels[k], seed) in film]
+    for i in filmed:
+        videos.start(i, envs.envs[i].render())
     skippable_images = all(env.has_wrapper_attr("render_images") for env in envs.envs)
     while active.any():
         need = [i for i in range(n_slots) if active[i] and not queues[i]]
@@ -154,9 +169,13 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max):
             history.push(i, {k: v[i] for k, v in obs.items()})
             for k in track_max:
                 maxima[i][k] = max(maxima[i][k], float(info[k][i]))
+            if i in filmed:
+                videos.add(i, envs.envs[i].render())
             if terminated[i] or truncated[i] or info["is_success"][i] or steps[i] >= max_steps:
                 active[i], ended[i] = False, True
                 k, seed = wave[i]
+                if i in filmed:
+                    videos.finish(i, labels[k], int(seed), bool(info["is_success"][i]))
                 yield Episode(labels[k], int(seed), bool(info["is_success"][i]), int(steps[i]), maxima[i])
         idle_done = np.asarray(terminated | truncated) | ended
         if idle_done.any() and active.any():

@@ -63,6 +63,11 @@ def test_gpc_eval_runs_parents_alone_and_composed_and_writes_table_json_csv(pare
     assert len(before) == 6
     assert gpc(*eval_args(a, b, tmp_path / "out", "weights=[0.3,0.7]"), cwd=tmp_path).returncode == 0
     assert stored_rows(tmp_path / "out" / "episodes.sqlite") == before
+    # videos asked for later film the first seed of every row, and still add nothing to the store
+    assert gpc(*eval_args(a, b, tmp_path / "out", "weights=[0.3,0.7]", "videos=1"), cwd=tmp_path).returncode == 0
+    assert stored_rows(tmp_path / "out" / "episodes.sqlite") == before
+    assert sorted(p.name.split("_seed")[0] for p in (tmp_path / "out" / "videos").glob("*_seed100000_*.mp4")) == [
+        "w=0,1", "w=0.3,0.7", "w=1,0"]
 
 
 def test_gpc_eval_sweep_writes_a_sweep_plot(parents, tmp_path):
@@ -133,6 +138,7 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
     ("compose.weights=[0.5,abc]", "compose.weights: need a list of numbers"),
     ("weights=[[0.3333,0.6667],[0.3334,0.6666]]", "weights: [0.3333, 0.6667] and [0.3334, 0.6666] are both"),
     ("+env.factory.colour=red", "env.factory: make_env() got an unexpected keyword argument 'colour'"),
+    ("videos=-1", "videos: need an integer >= 0, got -1"),
 ])
 def test_bad_eval_input_exits_2_with_one_line_naming_the_field(parents, tmp_path, capsys, override, field):
     a, b, _ = parents

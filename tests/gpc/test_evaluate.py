@@ -140,3 +140,50 @@ def test_skippable_cameras_render_only_the_frames_the_composer_reads_and_change_
     for a, b in zip(lazy_seen, every_seen):
         assert np.array_equal(a["frame"], b["frame"]) and (a["frame"] > 0).all()
     assert lazy_renders < every_renders
+
+
+class FilmedCountdownEnv(CountdownEnv):
+    """CountdownEnv whose render() draws the step number into an 8x8 frame."""
+
+    metadata = {"render_fps": 5}
+
+    def render(self):
+        return np.full((8, 8, 3), 40 * self.t, np.uint8)
+
+
+def test_videos_film_the_chosen_episodes_and_a_rerun_films_only_missing_ones_without_rerecording(tmp_path):
+    import imageio.v3 as iio
+
+    from gpc.episode_store import EpisodeStore
+
+    candidates = [WeightSchedule.constant(w) for w in ([1.0, 0.0], [0.0, 1.0])]
+    chosen = [("w=1,0", 2), ("w=0,1", 2)]
+    with EpisodeStore(tmp_path / "episodes.sqlite") as store:
+        episodes = rollout(composer(), FilmedCountdownEnv, candidates, [1, 2, 3], 4, 4, store=store, setup="s",
+                           progress=False, video_dir=tmp_path / "videos", video_pairs=chosen)
+        names = sorted(p.name for p in (tmp_path / "videos").iterdir())
+        assert names == ["w=0,1_seed2_failure.mp4", "w=1,0_seed2_success.mp4"]
+        frames = iio.imread(tmp_path / "videos" / "w=1,0_seed2_success.mp4")
+        length = next(e.length for e in episodes if (e.candidate, e.seed) == ("w=1,0", 2))
+        assert len(frames) == length + 1  # the reset frame, then one per step
+        assert [int(np.median(f)) for f in frames] == pytest.approx([40 * t for t in range(length + 1)], abs=3)
+        (tmp_path / "videos" / "w=0,1_seed2_failure.mp4").unlink()
+        stored = sorted(store.episodes("s", [(label, s) for label in ("w=1,0", "w=0,1") for s in (1, 2, 3)]),
+                        key=lambda e: (e.candidate, e.seed))
+        again = rollout(composer(), FilmedCountdownEnv, candidates, [1, 2, 3], 4, 4, store=store, setup="s",
+                        progress=False, video_dir=tmp_path / "videos", video_pairs=chosen + [("w=1,0", 3)])
+        assert sorted(again, key=lambda e: (e.candidate, e.seed)) == stored  # nothing run twice is recorded
+        assert len(store.episodes("s", [(e.candidate, e.seed) for e in stored])) == 6
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [
+        "w=0,1_seed2_failure.mp4", "w=1,0_seed2_success.mp4", "w=1,0_seed3_success.mp4"]
+
+
+def test_a_probe_refuses_videos_from_an_env_that_renders_no_frames():
+    from omegaconf import OmegaConf
+
+    from gpc.config import ConfigError, env_factory
+
+    env = OmegaConf.create({"factory": {"_target_": "gymnasium.envs.classic_control.cartpole.CartPoleEnv"}})
+    assert env_factory(env, "configs/eval.yaml")().reset(seed=0) is not None  # fine without videos
+    with pytest.raises(ConfigError, match="configs/eval.yaml: videos: the env renders no RGB frames"):
+        env_factory(env, "configs/eval.yaml", need_frames=True)
