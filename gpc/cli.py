@@ -59,11 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from gpc.config import ConfigError
+        from gpc.config import ConfigError, first_line
 
         if isinstance(err, (ConfigError, HydraException, OmegaConfBaseException, FileNotFoundError, ValueError)):
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            print(f"gpc {argv[0]}: error: {message}", file=sys.stderr)
+            print(f"gpc {argv[0]}: error: {first_line(err)}", file=sys.stderr)
             return 2
         raise
     return 0

@@ -43,6 +43,10 @@ def resolve_path(path: str) -> Path:
     return PROJECT_ROOT / candidate
 
 
+def first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Callable[[], Any]:
     """`env.factory` as a factory of envs, tried once here: a factory that cannot make an env (a misspelt
     task, a missing dataset), or one whose envs render no frames when videos are asked for, is then a
@@ -55,19 +59,22 @@ def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Call
     try:
         probe = make()
     except Exception as err:  # noqa: BLE001 - simulators raise anything; each is a config error here
-        cause = err.__cause__ or err  # hydra wraps the factory's own error
-        message = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        raise ConfigError(f"{source}: env.factory: {message}") from None
+        raise ConfigError(f"{source}: env.factory: {first_line(err.__cause__ or err)}") from None  # hydra wraps it
     try:
         if need_frames:
+            from gpc.video import NO_FRAMES, check_video_writer
+
             try:
-                probe.reset(seed=0)
+                check_video_writer()
+            except ValueError as err:
+                raise ConfigError(f"{source}: {err}") from None
+            probe.reset(seed=0)
+            try:
                 frame = probe.render()
-            except Exception:  # noqa: BLE001 - envs without a render mode may raise instead of returning None
-                frame = None
+            except Exception as err:  # noqa: BLE001 - an env without a render mode may raise, not return None
+                raise ConfigError(f"{source}: {NO_FRAMES} ({first_line(err)})") from None
             if getattr(frame, "ndim", 0) != 3:
-                raise ConfigError(f"{source}: videos: the env renders no RGB frames; give env.factory "
-                                  "render_mode: rgb_array where it takes one")
+                raise ConfigError(f"{source}: {NO_FRAMES}")
     finally:
         probe.close()
     return make

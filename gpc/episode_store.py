@@ -42,6 +42,7 @@ def setup_hash(config: DictConfig) -> str:
     setup["env"].pop("n_envs", None)
     setup["env"].get("factory", {}).pop("render_mode", None)  # frames for videos change no outcome
     setup["checkpoints"] = [content_digest(resolve_path(str(p["path"]))) for p in setup["compose"]["parents"]]
+    setup["maxima"] = "steps only"  # tracked maxima once counted the reset frame: such episodes are another setup
     return hashlib.sha256(repr(sorted(setup.items())).encode()).hexdigest()[:10]
 
 

@@ -63,10 +63,11 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
+    setup = setup_hash(config)
     with EpisodeStore(out / "episodes.sqlite") as store:
         episodes = rollout(composer, make_env, schedules, seeds, n_envs, max_steps,
-                           list(env.get("track_max", [])), store, setup_hash(config),
-                           progress=bool(config.get("progress", True)), video_dir=out / "videos",
+                           list(env.get("track_max", [])), store, setup,
+                           progress=bool(config.get("progress", True)), video_dir=out / "videos" / setup,
                            video_pairs=[(label, seed) for label in labels for seed in seeds[:videos]])
     rows = summarize(episodes, labels, names)
     sweep = list(zip(sweep_x, rows)) if sweep_x is not None else ()

@@ -8,13 +8,14 @@ Seeds are fixed per episode, so every candidate sees the same start states, and 
 an episode depends only on (episode seed, control step), so candidates are compared on common noise.
 With a store (gpc.episode_store), each finished episode is recorded as it ends and a rerun skips what is
 already there. Chosen episodes can be filmed (gpc.video); a stored episode whose video is missing runs again
-for its frames only. Envs with a `render_images` attribute (robomimic's) render cameras only for the observations
+for its frames only, in another batch, so now and then it ends differently (a warning says so). Envs with a `render_images` attribute (robomimic's) render cameras only for the observations
 that the next composer call reads: with 8-step action chunks and 2 observation steps, a quarter of them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from gpc.video import EpisodeVideos, missing_videos
 
 if TYPE_CHECKING:
     from gpc.episode_store import EpisodeStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,9 +103,8 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
     labels = candidate_labels(candidates)
     episodes, todo = stored_and_missing(store, setup, labels, seeds)
     film = missing_videos(video_dir, video_pairs) if video_dir else set()
-    stored = {(e.candidate, e.seed) for e in episodes}
-    refilm = [(labels.index(label), seed) for label, seed in sorted(film & stored)]  # for the frames only
-    todo += refilm
+    stored = {(e.candidate, e.seed): e for e in episodes}
+    todo += [(labels.index(label), seed) for label, seed in sorted(film & stored.keys())]  # for the frames only
     if not todo:
         return episodes
     n_envs = min(n_envs, len(todo))
@@ -114,27 +116,34 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
         envs.close()
         raise ValueError(f"env.max_steps: {max_steps} is beyond the env's own step limit of {limit}, which would end "
                          f"episodes first; give the factory max_episode_steps: {max_steps} too")
-    videos = EpisodeVideos(video_dir, envs.envs[0].metadata.get("render_fps", 10)) if film else None
+    videos = EpisodeVideos(video_dir, film, envs.envs[0].metadata.get("render_fps", 10)) if film else None
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
     try:
         for wave_start in range(0, len(todo), n_envs):
             wave = todo[wave_start:wave_start + n_envs]
             began = time.perf_counter()
-            for episode in _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, videos, film):
+            for episode in _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, videos):
                 episode.wall_s = time.perf_counter() - began
                 bar.update(1)
-                if (episode.candidate, episode.seed) in stored:
-                    continue  # run again for its video; the stored episode stands
+                before = stored.get((episode.candidate, episode.seed))
+                if before is not None:  # run again for its video; the stored episode stands
+                    if (before.success, before.length) != (episode.success, episode.length):
+                        log.warning("the video of %s seed %d, run again for its frames, ended differently from the "
+                                    "stored episode (success %s, %d steps; stored %s, %d steps)", episode.candidate,
+                                    episode.seed, episode.success, episode.length, before.success, before.length)
+                    continue
                 episodes.append(episode)
                 if store:
                     store.record(setup, episode)
     finally:
         bar.close()
+        if videos:
+            videos.close()
         envs.close()
     return episodes
 
 
-def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, videos=None, film=()):
+def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, videos=None):
     n_slots = envs.num_envs
     slot_seeds = [seed for _, seed in wave] + [wave[-1][1]] * (n_slots - len(wave))
     obs, info = envs.reset(seed=slot_seeds)
@@ -145,9 +154,9 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, vi
     steps = np.zeros(n_slots, dtype=int)
     maxima = [{k: -np.inf for k in track_max} for _ in range(n_slots)]
     last_action = np.zeros((n_slots,) + envs.single_action_space.shape, dtype=np.float32)
-    filmed = [i for i, (k, seed) in enumerate(wave) if (labels[k], seed) in film]
+    filmed = [i for i, (k, seed) in enumerate(wave) if videos and (labels[k], seed) in videos.pairs]
     for i in filmed:
-        videos.start(i, envs.envs[i].render())
+        videos.start(i, labels[wave[i][0]], wave[i][1], envs.envs[i].render())
     skippable_images = all(env.has_wrapper_attr("render_images") for env in envs.envs)
     while active.any():
         need = [i for i in range(n_slots) if active[i] and not queues[i]]
@@ -174,9 +183,9 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, vi
             if terminated[i] or truncated[i] or info["is_success"][i] or steps[i] >= max_steps:
                 active[i], ended[i] = False, True
                 k, seed = wave[i]
-                if i in filmed:
-                    videos.finish(i, labels[k], int(seed), bool(info["is_success"][i]))
                 yield Episode(labels[k], int(seed), bool(info["is_success"][i]), int(steps[i]), maxima[i])
+                if i in filmed:  # after the episode is stored: a failed write loses no episode
+                    videos.finish(i, labels[k], int(seed), bool(info["is_success"][i]))
         idle_done = np.asarray(terminated | truncated) | ended
         if idle_done.any() and active.any():
             # A vector env without autoreset refuses to step an ended env: reset it to idle until the wave ends.

@@ -91,7 +91,7 @@ def main(config: DictConfig, source: str = "search config") -> None:
     check_seeds(config, source)
     strategy = make_strategy(config, space, source)
     check_backend(config, source)
-    make_env = env_factory(config.env, source)
+    make_env = env_factory(config.env, source) if config.backend == "local" else None  # Ray workers make their own
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup = setup_hash(config)

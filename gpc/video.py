@@ -1,61 +1,80 @@
 """Episode videos: the env's rendered frames of chosen (candidate, seed) episodes, one mp4 each.
 
-A video is named by its candidate, seed and outcome (`w=0.1,0.9_seed100000_success.mp4`) and written whole
-when its episode ends (imageio's ffmpeg writer), so a rerun sees which videos exist and records only the
-missing ones.
+A video is named by its candidate, seed and outcome (`w=0.1,0.9_seed100000_success.mp4`). Frames stream to
+ffmpeg (imageio-ffmpeg) as the episode runs, into a hidden partial file that is renamed when the episode
+ends, so a rerun sees which videos exist and films only the missing ones.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Collection
 
 import numpy as np
 
-from gpc.atomic import whole_file
+NO_FRAMES = "videos: the env renders no RGB frames; give env.factory render_mode: rgb_array where it takes one"
 
 
 def video_stem(label: str, seed: int) -> str:
-    """A file-name-safe stem for one episode (schedule labels hold JSON)."""
-    return re.sub(r"[^A-Za-z0-9=.,_-]+", "_", label) + f"_seed{seed}"
+    """A file-name-safe stem for one episode; long labels (schedules) keep a prefix and a hash."""
+    safe = re.sub(r"[^A-Za-z0-9=.,_-]+", "_", label)
+    if len(safe) > 80:
+        safe = f"{safe[:60]}_{hashlib.sha256(label.encode()).hexdigest()[:10]}"
+    return f"{safe}_seed{seed}"
 
 
 def missing_videos(directory: Path, pairs: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
     """The (candidate label, seed) pairs in `pairs` without a video in `directory`."""
-    return {(label, seed) for label, seed in pairs
-            if not any(Path(directory).glob(f"{glob_escape(video_stem(label, seed))}_*.mp4"))}
+    return {(label, seed) for label, seed in pairs if not any(Path(directory).glob(f"{video_stem(label, seed)}_*.mp4"))}
 
 
-def glob_escape(text: str) -> str:
-    return re.sub(r"([\[\]*?])", r"[\1]", text)
+def check_video_writer() -> None:
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise ValueError("videos: need imageio-ffmpeg (pip install 'gpc[sims]')") from None
 
 
 class EpisodeVideos:
-    """Collects frames per env slot and writes each recorded episode's video when it ends."""
+    """Films the episodes in `pairs`: one ffmpeg writer per filmed env slot, finished when its episode ends."""
 
-    def __init__(self, directory: Path, fps: float):
-        self.directory, self.fps = Path(directory), fps
-        self.frames: dict[int, list[np.ndarray]] = {}
+    def __init__(self, directory: Path, pairs: Collection[tuple[str, int]], fps: float):
+        self.directory, self.pairs, self.fps = Path(directory), set(pairs), fps
+        self.writers: dict[int, tuple[object, Path]] = {}
 
-    def start(self, slot: int, frame) -> None:
-        self.frames[slot] = []
+    def start(self, slot: int, label: str, seed: int, frame) -> None:
+        """Open slot's video if (label, seed) is to be filmed, with the reset frame."""
+        if (label, seed) not in self.pairs:
+            return
+        import imageio
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        partial = self.directory / f".{video_stem(label, seed)}.partial{os.getpid()}.mp4"
+        # sizes are rounded up to even ones, as ffmpeg's yuv420p needs
+        self.writers[slot] = (imageio.get_writer(partial, fps=self.fps, macro_block_size=2), partial)
         self.add(slot, frame)
 
     def add(self, slot: int, frame) -> None:
-        if slot in self.frames:
+        if slot in self.writers:
             if not isinstance(frame, np.ndarray) or frame.ndim != 3:
-                raise ValueError("videos: the env renders no RGB frames; give its factory render_mode: rgb_array")
-            self.frames[slot].append(frame)
+                raise ValueError(NO_FRAMES)
+            self.writers[slot][0].append_data(frame)
 
     def finish(self, slot: int, label: str, seed: int, success: bool) -> Path | None:
-        frames = self.frames.pop(slot, None)
-        if frames is None:
+        if slot not in self.writers:
             return None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        writer, partial = self.writers.pop(slot)
+        writer.close()
         path = self.directory / f"{video_stem(label, seed)}_{'success' if success else 'failure'}.mp4"
-        import imageio
-
-        with whole_file(path) as partial:  # sizes rounded up to even ones, as yuv420p needs
-            imageio.mimwrite(partial, frames, fps=self.fps, macro_block_size=2)
+        os.replace(partial, path)
         return path
+
+    def close(self) -> None:
+        """Drop the videos of episodes that did not end (an interrupted run)."""
+        for writer, partial in self.writers.values():
+            writer.close()
+            partial.unlink(missing_ok=True)
+        self.writers.clear()

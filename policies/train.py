@@ -3,8 +3,8 @@
 AdamW with warm-up and cosine decay, EMA weights (diffusers' EMAModel, Diffusion Policy's settings), and
 periodic checkpoints, on a GPU when there is one (`training.device`). Every batch and every noise draw
 comes from a generator on that device seeded by (seed, step), and the trainer state (weights, EMA,
-optimizer, step) is saved with safetensors, so a killed run resumes to the same weights an uninterrupted
-run on the same device reaches.
+optimizer, step) is saved with safetensors, so on the CPU a killed run resumes to the same weights an
+uninterrupted run reaches (CUDA draws other random numbers, and cuDNN may pick non-deterministic kernels).
 """
 
 from __future__ import annotations
@@ -156,7 +156,8 @@ def _save_state(out: Path, policy, ema, optimizer, step: int, sgfd=None, run: st
     tmp.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in policy.state_dict().items()}, str(tmp / "model.safetensors"))
     save_file({f"{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, str(tmp / "ema.safetensors"))
-    meta = {"step": step, "run": run, "ema_optimization_step": ema.optimization_step,
+    meta = {"step": step, "run": run, "device": str(next(policy.parameters()).device),
+            "ema_optimization_step": ema.optimization_step,
             "param_groups": _save_optimizer(optimizer, tmp / "optimizer.safetensors")}
     if sgfd is not None:
         save_file({k: v.contiguous() for k, v in sgfd.classifier.state_dict().items()},
@@ -172,6 +173,9 @@ def _load_state(out: Path, policy, ema, optimizer, sgfd=None, run: str = "", dev
     if meta.get("run", run) != run:
         raise ValueError(f"output_dir: {out} holds a run with another policy, dataset or training settings; "
                          "resume it with the same ones, or train into a new output_dir")
+    if meta.get("device", device) != device:
+        log.warning("resuming on %s a run saved on %s: the weights will not match an uninterrupted run's",
+                    device, meta["device"])
     policy.load_state_dict(load_file(str(state / "model.safetensors")))
     shadow = load_file(str(state / "ema.safetensors"), device=device)
     ema.shadow_params = [shadow[f"{i}"] for i in range(len(shadow))]
@@ -202,6 +206,8 @@ def training_device(config: DictConfig, source: str) -> torch.device:
         raise ValueError(f"{source}: training.device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{source}: training.device: {name!r}, but torch sees no CUDA GPU here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"{source}: training.device: {name!r}, but torch sees {torch.cuda.device_count()} GPU(s)")
     return device
 
 
@@ -284,5 +290,5 @@ def _save_ema_policy(policy, ema, out: Path, config: DictConfig, step: int) -> N
 def main(config: DictConfig, source: str = "train config") -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = train(config, source)
-    print(f"policy written to {out / 'policy'}")
+    print(f"policy written to {out / 'policy'} (trained on {training_device(config, source)})")
     print(OmegaConf.to_yaml(config.training))

@@ -297,22 +297,30 @@ def env_from_dataset(path: str, obs_keys=None, image_size: int | None = None, ca
                      max_episode_steps: int | None = None, render_mode: str | None = None) -> gym.Env:
     """The env a dataset was recorded in, as robomimic evaluates: from the `env_args` of a robomimic HDF5
     file (`data.attrs`) or of a zarr store written by `make_demos` or `import_hdf5` (root attrs)."""
-    from gpc.config import resolve_path
+    from gpc.config import first_line, resolve_path
 
     source = resolve_path(path)
     if not source.exists():
         raise ValueError(f"path: {path} does not exist")
-    if source.suffix in (".hdf5", ".h5"):
-        import h5py
-
-        with h5py.File(source, "r") as f:
-            env_args = f["data"].attrs.get("env_args") if "data" in f else None
-        env_args = env_args.decode() if isinstance(env_args, bytes) else env_args
-    else:
-        import zarr
-
-        env_args = zarr.open_group(str(source), mode="r").attrs.get("env_args")
+    try:
+        env_args = _stored_env_args(source)
+        env_args = json.loads(env_args) if isinstance(env_args, str) else env_args
+    except Exception as err:  # noqa: BLE001 - h5py, zarr and json each raise their own
+        raise ValueError(f"{path}: env_args: cannot read it as a robomimic HDF5 file or a zarr store "
+                         f"({first_line(err)})") from None
     if env_args is None:
         raise ValueError(f"{path}: env_args: missing (robomimic datasets keep it in data.attrs; gpc's zarr "
                          "stores from make_demos or import_hdf5 in their root attrs)")
     return env_from_metadata(env_args, obs_keys, image_size, cameras, max_episode_steps, render_mode)
+
+
+def _stored_env_args(source):
+    if source.suffix in (".hdf5", ".h5", ".hdf"):
+        import h5py
+
+        with h5py.File(source, "r") as f:
+            env_args = f["data"].attrs.get("env_args") if "data" in f else None
+        return env_args.decode() if isinstance(env_args, bytes) else env_args
+    import zarr
+
+    return zarr.open_group(str(source), mode="r").attrs.get("env_args")

@@ -11,6 +11,7 @@ from gpc.noise import VPSchedule
 from gpc.operators import WeightSchedule
 from gpc.reference import GaussianParent
 from gpc.samplers import SamplerConfig
+from gpc.video import video_stem
 
 
 class CountdownEnv(gym.Env):
@@ -158,24 +159,56 @@ def test_videos_film_the_chosen_episodes_and_a_rerun_films_only_missing_ones_wit
 
     candidates = [WeightSchedule.constant(w) for w in ([1.0, 0.0], [0.0, 1.0])]
     chosen = [("w=1,0", 2), ("w=0,1", 2)]
+    videos = tmp_path / "videos"
     with EpisodeStore(tmp_path / "episodes.sqlite") as store:
         episodes = rollout(composer(), FilmedCountdownEnv, candidates, [1, 2, 3], 4, 4, store=store, setup="s",
-                           progress=False, video_dir=tmp_path / "videos", video_pairs=chosen)
-        names = sorted(p.name for p in (tmp_path / "videos").iterdir())
-        assert names == ["w=0,1_seed2_failure.mp4", "w=1,0_seed2_success.mp4"]
-        frames = iio.imread(tmp_path / "videos" / "w=1,0_seed2_success.mp4")
+                           progress=False, video_dir=videos, video_pairs=chosen)
+        assert sorted(p.name for p in videos.iterdir()) == ["w=0,1_seed2_failure.mp4", "w=1,0_seed2_success.mp4"]
+        frames = iio.imread(videos / "w=1,0_seed2_success.mp4")
         length = next(e.length for e in episodes if (e.candidate, e.seed) == ("w=1,0", 2))
         assert len(frames) == length + 1  # the reset frame, then one per step
         assert [int(np.median(f)) for f in frames] == pytest.approx([40 * t for t in range(length + 1)], abs=3)
-        (tmp_path / "videos" / "w=0,1_seed2_failure.mp4").unlink()
-        stored = sorted(store.episodes("s", [(label, s) for label in ("w=1,0", "w=0,1") for s in (1, 2, 3)]),
-                        key=lambda e: (e.candidate, e.seed))
+        kept = (videos / "w=1,0_seed2_success.mp4").stat().st_mtime_ns
+        (videos / "w=0,1_seed2_failure.mp4").unlink()
+        stored = sorted(episodes, key=lambda e: (e.candidate, e.seed))
         again = rollout(composer(), FilmedCountdownEnv, candidates, [1, 2, 3], 4, 4, store=store, setup="s",
-                        progress=False, video_dir=tmp_path / "videos", video_pairs=chosen + [("w=1,0", 3)])
+                        progress=False, video_dir=videos, video_pairs=chosen + [("w=1,0", 3)])
         assert sorted(again, key=lambda e: (e.candidate, e.seed)) == stored  # nothing run twice is recorded
         assert len(store.episodes("s", [(e.candidate, e.seed) for e in stored])) == 6
-    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [
+    assert sorted(p.name for p in videos.iterdir()) == [
         "w=0,1_seed2_failure.mp4", "w=1,0_seed2_success.mp4", "w=1,0_seed3_success.mp4"]
+    assert (videos / "w=1,0_seed2_success.mp4").stat().st_mtime_ns == kept  # not filmed again
+
+
+def test_a_video_run_again_that_ends_unlike_its_stored_episode_is_named_by_what_it_shows_and_warned(tmp_path, caplog):
+    from gpc.episode_store import EpisodeStore
+    from gpc.evaluate import Episode
+
+    with EpisodeStore(tmp_path / "episodes.sqlite") as store:
+        store.record("s", Episode("w=1,0", 2, False, 4, {}))  # as if an earlier batch had failed it
+        with caplog.at_level("WARNING", logger="gpc.evaluate"):
+            episodes = rollout(composer(), FilmedCountdownEnv, [WeightSchedule.constant([1.0, 0.0])], [2], 1, 4,
+                               store=store, setup="s", progress=False, video_dir=tmp_path, video_pairs=[("w=1,0", 2)])
+    assert episodes == [Episode("w=1,0", 2, False, 4, {})]
+    assert [p.name for p in tmp_path.glob("*.mp4")] == ["w=1,0_seed2_success.mp4"]
+    assert "ended differently from the stored episode (success True, 3 steps; stored False, 4 steps)" in caplog.text
+
+
+class BreaksAtStepTwoEnv(FilmedCountdownEnv):
+    def step(self, action):
+        if self.t == 2:
+            raise RuntimeError("simulator crashed")
+        return super().step(action)
+
+
+def test_an_interrupted_run_leaves_no_partial_video_and_long_labels_get_short_names(tmp_path):
+    with pytest.raises(RuntimeError, match="simulator crashed"):
+        rollout(composer(), BreaksAtStepTwoEnv, [WeightSchedule.constant([1.0, 0.0])], [4], 1, 6,
+                progress=False, video_dir=tmp_path, video_pairs=[("w=1,0", 4)])
+    assert list(tmp_path.iterdir()) == []
+    schedule = '{"knots": [0.0, 0.25, 0.5, 0.75, 1.0], "weights": ' + "[[0.333, 0.333, 0.334]" * 5 + "}"
+    stem = video_stem("schedule=" + schedule, 100_000)
+    assert len(stem) < 100 and stem.endswith("_seed100000") and stem != video_stem("schedule=" + schedule + " ", 100_000)
 
 
 def test_a_probe_refuses_videos_from_an_env_that_renders_no_frames():
@@ -184,6 +217,8 @@ def test_a_probe_refuses_videos_from_an_env_that_renders_no_frames():
     from gpc.config import ConfigError, env_factory
 
     env = OmegaConf.create({"factory": {"_target_": "gymnasium.envs.classic_control.cartpole.CartPoleEnv"}})
-    assert env_factory(env, "configs/eval.yaml")().reset(seed=0) is not None  # fine without videos
+    probe = env_factory(env, "configs/eval.yaml")()  # fine without videos
+    assert probe.reset(seed=0) is not None
+    probe.close()
     with pytest.raises(ConfigError, match="configs/eval.yaml: videos: the env renders no RGB frames"):
         env_factory(env, "configs/eval.yaml", need_frames=True)

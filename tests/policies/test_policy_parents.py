@@ -63,7 +63,7 @@ def train_config(dataset, name, out, steps=4, **policy):
         "dataset": {"path": str(dataset)},
         "training": {"seed": 0, "steps": steps, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0,
                      "warmup_steps": 1, "ema_power": 0.75, "ema_max_decay": 0.999, "log_every": 2,
-                     "checkpoint_every": 2, "progress": False},
+                     "checkpoint_every": 2, "progress": False, "device": "cpu"},
         "output_dir": str(out),
     })
 
@@ -219,17 +219,27 @@ def test_bad_training_input_is_one_clear_error(dataset, tmp_path, change, messag
     assert not (tmp_path / "out" / "policy").exists()
 
 
-def test_a_gpu_asked_for_where_torch_sees_none_is_one_clear_error(dataset, tmp_path, monkeypatch):
+def test_a_gpu_asked_for_where_torch_sees_none_is_one_clear_error(dataset, tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     config = train_config(dataset, "gpu", tmp_path / "out", **KINDS["state_diffusion"])
     config.training.device = "cuda:1"
     with pytest.raises(ValueError, match=re.escape("training.device: 'cuda:1', but torch sees no CUDA GPU here")):
         train(config)
-    config.training.device = "auto"  # falls back to the CPU, and may resume a run begun on another device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=re.escape("training.device: 'cuda:1', but torch sees 1 GPU(s)")):
+        train(config)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    config.training.device = "auto"  # falls back to the CPU
     assert (train(config) / "policy" / "model.safetensors").exists()
+    state = tmp_path / "out" / "train_state" / "state.json"
+    assert json.loads(state.read_text())["device"] == "cpu"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "device": "cuda:0"}))  # as if begun on a GPU
     config.training.device, config.training.steps = "cpu", 6
-    train(config)
-    assert json.loads((tmp_path / "out" / "train_state" / "state.json").read_text())["step"] == 6
+    with caplog.at_level("WARNING", logger="gpc.policies.train"):
+        train(config)  # resumes, and says the weights will differ from an uninterrupted run's
+    assert json.loads(state.read_text())["step"] == 6
+    assert "resuming on cpu a run saved on cuda:0" in caplog.text
 
 
 def test_sgfd_counts_environments_by_distinct_label_of_any_type(tmp_path):

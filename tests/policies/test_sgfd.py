@@ -62,7 +62,7 @@ def test_sgfd_off_trains_exactly_as_before_and_on_logs_its_statistics(tmp_path):
             "dataset": {"path": str(PROJECT_ROOT / "data/pusht/variants.zarr")},
             "training": {"seed": 0, "steps": 3, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "warmup_steps": 1,
                          "ema_power": 0.75, "ema_max_decay": 0.9999, "log_every": 1, "checkpoint_every": 3,
-                         "progress": False, "sgfd": {"enabled": enabled, "inner_steps": 3}},
+                         "progress": False, "device": "cpu", "sgfd": {"enabled": enabled, "inner_steps": 3}},
             "output_dir": str(out)})
 
     def losses(run):

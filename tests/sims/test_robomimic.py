@@ -329,3 +329,13 @@ def test_shipped_va_plus_vla_composition_acts_on_its_tasks_camera_and_instructio
     assert [p.spec.kind for p in composer.parents] == ["flow", "flow"]
     assert actions.shape == (1, 1, composer.layout.n_action_steps, 7)
     assert np.isfinite(actions).all() and (np.abs(actions) <= 1.5).all()
+
+
+def test_env_from_dataset_names_the_file_it_cannot_read(tmp_path):
+    (tmp_path / "broken.hdf5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match=r"broken.hdf5: env_args: cannot read it as a robomimic HDF5 file"):
+        env_from_dataset(str(tmp_path / "broken.hdf5"))
+    with h5py.File(tmp_path / "bad_json.hdf5", "w") as f:
+        f.create_group("data").attrs["env_args"] = "{env_name: Lift"
+    with pytest.raises(ValueError, match=r"bad_json.hdf5: env_args: cannot read .*\(Expecting property name"):
+        env_from_dataset(str(tmp_path / "bad_json.hdf5"))
