@@ -8,8 +8,9 @@ Seeds are fixed per episode, so every candidate sees the same start states, and 
 an episode depends only on (episode seed, control step), so candidates are compared on common noise.
 With a store (gpc.episode_store), each finished episode is recorded as it ends and a rerun skips what is
 already there. Chosen episodes can be filmed (gpc.video); a stored episode whose video is missing runs again
-for its frames only, in another batch, so now and then it ends differently (a warning says so). Envs with a `render_images` attribute (robomimic's) render cameras only for the observations
-that the next composer call reads: with 8-step action chunks and 2 observation steps, a quarter of them.
+for its frames only, in another batch, so now and then it ends differently (a warning says so). Envs with a
+`render_images` attribute (robomimic's) render cameras only for the observations that the next composer
+call reads: with 8-step action chunks and 2 observation steps, a quarter of them.
 """
 
 from __future__ import annotations

@@ -39,16 +39,15 @@ def check_video_writer() -> None:
 
 
 class EpisodeVideos:
-    """Films the episodes in `pairs`: one ffmpeg writer per filmed env slot, finished when its episode ends."""
+    """Films the episodes in `pairs` (the caller starts a slot for each): one ffmpeg writer per filmed env slot,
+    finished when its episode ends."""
 
     def __init__(self, directory: Path, pairs: Collection[tuple[str, int]], fps: float):
         self.directory, self.pairs, self.fps = Path(directory), set(pairs), fps
         self.writers: dict[int, tuple[object, Path]] = {}
 
     def start(self, slot: int, label: str, seed: int, frame) -> None:
-        """Open slot's video if (label, seed) is to be filmed, with the reset frame."""
-        if (label, seed) not in self.pairs:
-            return
+        """Open the video of the episode (label, seed) that `slot` runs, with its reset frame."""
         import imageio
 
         self.directory.mkdir(parents=True, exist_ok=True)
