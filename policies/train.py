@@ -203,7 +203,8 @@ def training_device(config: DictConfig, source: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"{source}: training.device: {name!r} is not a torch device (auto, cpu, cuda, cuda:1, ...)") from None
+        raise ValueError(f"{source}: training.device: {name!r} is not a torch device "
+                         "(auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{source}: training.device: {name!r}, but torch sees no CUDA GPU here")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():

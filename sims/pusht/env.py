@@ -97,8 +97,9 @@ class DictObs(gym.Wrapper):
         return {k: values[k].astype(self.observation_space[k].dtype) for k in self.obs_keys}
 
     def reset(self, *, seed=None, options=None):
-        if self.start_states == "diffusion_policy" and seed is not None and (options or {}).get("reset_to_state") is None:
-            options = {**(options or {}), "reset_to_state": diffusion_policy_start_state(seed)}
+        options = dict(options or {})
+        if self.start_states == "diffusion_policy" and seed is not None and options.get("reset_to_state") is None:
+            options["reset_to_state"] = diffusion_policy_start_state(seed)
         obs, info = self.env.reset(seed=seed, options=options)
         sim = self.env.unwrapped
         info["coverage"] = sim._get_coverage()
