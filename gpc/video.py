@@ -8,6 +8,7 @@ ends, so a rerun sees which videos exist and films only the missing ones.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -32,10 +33,8 @@ def missing_videos(directory: Path, pairs: Collection[tuple[str, int]]) -> set[t
 
 
 def check_video_writer() -> None:
-    try:
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
-        raise ValueError("videos: need imageio-ffmpeg (pip install 'gpc[sims]')") from None
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        raise ValueError("videos: need imageio-ffmpeg (pip install 'gpc[sims]')")
 
 
 class EpisodeVideos:
