@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from hydra.utils import get_method
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpc.acceleration import FastPath
@@ -51,7 +51,6 @@ def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Call
     """`env.factory` as a factory of envs, tried once here: a factory that cannot make an env (a misspelt
     task, a missing dataset), or one whose envs render no frames when videos are asked for, is then a
     one-line error naming the field before any output exists."""
-    from hydra.utils import instantiate
 
     def make():
         return instantiate(env.factory)

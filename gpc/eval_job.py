@@ -74,3 +74,5 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     write_reports(rows, out, sweep, f"weight on {composer.parents[0].spec.name}")
     print(format_table(rows))
     print(f"{len(seeds)} seeds from {config.seed}; {time.perf_counter() - began:.0f} s; results in {out}")
+    if videos:
+        print(f"videos in {out / 'videos' / setup}")

@@ -138,9 +138,11 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
                     store.record(setup, episode)
     finally:
         bar.close()
-        if videos:
-            videos.close()
-        envs.close()
+        try:
+            if videos:
+                videos.close()
+        finally:
+            envs.close()
     return episodes
 
 

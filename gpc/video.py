@@ -2,7 +2,8 @@
 
 A video is named by its candidate, seed and outcome (`w=0.1,0.9_seed100000_success.mp4`). Frames stream to
 ffmpeg (imageio-ffmpeg) as the episode runs, into a hidden partial file that is renamed when the episode
-ends, so a rerun sees which videos exist and films only the missing ones.
+ends, so a rerun sees which videos exist and films only the missing ones (and clears partial files that a
+killed run left).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ def missing_videos(directory: Path, pairs: Collection[tuple[str, int]]) -> set[t
 
 
 def check_video_writer() -> None:
-    if importlib.util.find_spec("imageio_ffmpeg") is None:
-        raise ValueError("videos: need imageio-ffmpeg (pip install 'gpc[sims]')")
+    if any(importlib.util.find_spec(module) is None for module in ("imageio", "imageio_ffmpeg")):
+        raise ValueError("videos: need imageio and imageio-ffmpeg (pip install 'gpc[sims]')")
 
 
 class EpisodeVideos:
@@ -50,7 +51,10 @@ class EpisodeVideos:
         import imageio
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        partial = self.directory / f".{video_stem(label, seed)}.partial{os.getpid()}.mp4"
+        stem = video_stem(label, seed)
+        for stale in self.directory.glob(f".{stem}.partial-*.mp4"):  # a killed run's
+            stale.unlink(missing_ok=True)
+        partial = self.directory / f".{stem}.partial-{os.getpid()}.mp4"
         # sizes are rounded up to even ones, as ffmpeg's yuv420p needs
         self.writers[slot] = (imageio.get_writer(partial, fps=self.fps, macro_block_size=2), partial)
         self.add(slot, frame)
@@ -61,18 +65,21 @@ class EpisodeVideos:
                 raise ValueError(NO_FRAMES)
             self.writers[slot][0].append_data(frame)
 
-    def finish(self, slot: int, label: str, seed: int, success: bool) -> Path | None:
-        if slot not in self.writers:
-            return None
+    def finish(self, slot: int, label: str, seed: int, success: bool) -> None:
         writer, partial = self.writers.pop(slot)
-        writer.close()
-        path = self.directory / f"{video_stem(label, seed)}_{'success' if success else 'failure'}.mp4"
-        os.replace(partial, path)
-        return path
+        try:
+            writer.close()
+            os.replace(partial, self.directory / f"{video_stem(label, seed)}_{'success' if success else 'failure'}.mp4")
+        finally:
+            partial.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Drop the videos of episodes that did not end (an interrupted run)."""
-        for writer, partial in self.writers.values():
-            writer.close()
-            partial.unlink(missing_ok=True)
-        self.writers.clear()
+        writers, self.writers = list(self.writers.values()), {}
+        for writer, partial in writers:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the run is already failing; only the partial file matters
+                pass
+            finally:
+                partial.unlink(missing_ok=True)
