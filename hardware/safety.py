@@ -189,6 +189,9 @@ def braking_velocity(distance: np.ndarray, acceleration: np.ndarray, dt: float) 
     return acceleration * (np.sqrt((dt / 2) ** 2 + 2 * d / acceleration) - dt / 2)
 
 
+UNUSABLE_TARGET = frozenset({"no_action", "malformed", "non_finite"})  # faults of the target itself
+
+
 def hold(last: np.ndarray | None, faults: Sequence[str]) -> Verdict:
     return Verdict(None if last is None else last.copy(), True, tuple(faults))
 
@@ -248,8 +251,7 @@ class SafetyLayer:
             self.last_velocity = np.zeros(self.limits.dof)  # a stalled loop: the arm has settled on its target
         verdict = evaluate(Inputs(target, measured, age, not self.disconnected, self.estopped), self.limits,
                            self.last, self.last_velocity, self.last_target)
-        self.last_target = target if target is not None and target.shape == (self.limits.dof,) \
-            and np.all(np.isfinite(target)) else None
+        self.last_target = None if UNUSABLE_TARGET & set(verdict.faults) else target
         self._record(verdict, now, target, measured, age)
         if verdict.positions is None:
             return None
