@@ -94,6 +94,13 @@ def plot_sweep(sweep: Sequence[tuple[float, Row]], path: Path, xlabel: str = "we
     ax.grid(alpha=0.3)
     ax.set_title(f"weight sweep, {sweep[0][1].episodes} episodes per weight")
     ax.legend(loc="best")
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Lay out, write whole (a crash leaves the previous plot) and close a report figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with whole_file(path) as partial:
         fig.savefig(partial, dpi=120)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gpc.atomic import whole_file, write_text_whole
+from gpc.atomic import write_text_whole
 from gpc.config import ConfigError, env_factory, integer_setting, load_composer, resolve_path
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label
-from gpc.report import Row, format_table, summarize
+from gpc.report import Row, format_table, save_figure, summarize
 from gpc.search import (Grid, GaussianProcessRejects, LocalBackend, RayBackend, SearchResult, Space,
                         SuccessiveRejects, make_space, run_search)
 
@@ -187,7 +187,4 @@ def plot_search(rows: list[Row], xs, best: Row, held_out: Row | None, on_line: b
     ax.grid(alpha=0.3)
     ax.set_title("weight search (numbers: episodes per candidate)")
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    with whole_file(path) as partial:
-        fig.savefig(partial, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
