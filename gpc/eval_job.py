@@ -64,10 +64,11 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     setup = setup_hash(config)
+    video_dir = out / "videos" / setup
     with EpisodeStore(out / "episodes.sqlite") as store:
         episodes = rollout(composer, make_env, schedules, seeds, n_envs, max_steps,
                            list(env.get("track_max", [])), store, setup,
-                           progress=bool(config.get("progress", True)), video_dir=out / "videos" / setup,
+                           progress=bool(config.get("progress", True)), video_dir=video_dir,
                            video_pairs=[(label, seed) for label in labels for seed in seeds[:videos]])
     rows = summarize(episodes, labels, names)
     sweep = list(zip(sweep_x, rows)) if sweep_x is not None else ()
@@ -75,4 +76,4 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     print(format_table(rows))
     print(f"{len(seeds)} seeds from {config.seed}; {time.perf_counter() - began:.0f} s; results in {out}")
     if videos:
-        print(f"videos in {out / 'videos' / setup}")
+        print(f"videos in {video_dir}")

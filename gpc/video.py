@@ -29,8 +29,10 @@ def video_stem(label: str, seed: int) -> str:
 
 
 def missing_videos(directory: Path, pairs: Collection[tuple[str, int]]) -> set[tuple[str, int]]:
-    """The (candidate label, seed) pairs in `pairs` without a video in `directory`."""
-    return {(label, seed) for label, seed in pairs if not any(Path(directory).glob(f"{video_stem(label, seed)}_*.mp4"))}
+    """The (candidate label, seed) pairs in `pairs` without a video in `directory` (named `<stem>_<outcome>.mp4`),
+    from one listing of the folder."""
+    filmed = {path.stem.rsplit("_", 1)[0] for path in Path(directory).glob("*.mp4")}
+    return {(label, seed) for label, seed in pairs if video_stem(label, seed) not in filmed}
 
 
 def check_video_writer() -> None:
