@@ -173,9 +173,10 @@ def _load_state(out: Path, policy, ema, optimizer, sgfd=None, run: str = "", dev
     if meta.get("run", run) != run:
         raise ValueError(f"output_dir: {out} holds a run with another policy, dataset or training settings; "
                          "resume it with the same ones, or train into a new output_dir")
-    if meta.get("device", device) != device:
+    saved_on = meta.get("device", "cpu")  # runs saved before devices were recorded trained on the CPU
+    if saved_on != device:
         log.warning("resuming on %s a run saved on %s: the weights will not match an uninterrupted run's",
-                    device, meta["device"])
+                    device, saved_on)
     policy.load_state_dict(load_file(str(state / "model.safetensors")))
     shadow = load_file(str(state / "ema.safetensors"), device=device)
     ema.shadow_params = [shadow[f"{i}"] for i in range(len(shadow))]
@@ -196,10 +197,11 @@ def sgfd_config(config: DictConfig) -> SGFDConfig:
 
 
 def training_device(config: DictConfig, source: str) -> torch.device:
-    """`training.device`: `auto` is the first GPU when torch sees one, else the CPU."""
+    """`training.device`: `auto` is the current GPU when torch sees one, else the CPU. A GPU comes back with
+    its index (`cuda:0`), as the parameters on it name their device, so a resume can tell a device change."""
     name = str(config.training.get("device", "auto"))
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -209,6 +211,8 @@ def training_device(config: DictConfig, source: str) -> torch.device:
         raise ValueError(f"{source}: training.device: {name!r}, but torch sees no CUDA GPU here")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"{source}: training.device: {name!r}, but torch sees {torch.cuda.device_count()} GPU(s)")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

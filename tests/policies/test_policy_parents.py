@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from diffusers.training_utils import EMAModel
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
@@ -18,7 +19,8 @@ from gpc.composer import Composer, make_generators
 from gpc.normalizer import Normalizer
 from gpc.policies.checkpoint import load_policy, save_policy
 from gpc.policies.data.replay_buffer import read_replay_buffer, write_replay_buffer
-from gpc.policies.train import train
+from gpc.policies import train as train_module
+from gpc.policies.train import _load_state, run_fingerprint, train, training_device
 from gpc.samplers import SamplerConfig
 
 SMALL_UNET = {"type": "unet", "down_dims": [16, 32], "n_groups": 4, "time_embed_dim": 16}
@@ -240,6 +242,33 @@ def test_a_gpu_asked_for_where_torch_sees_none_is_one_clear_error(dataset, tmp_p
         train(config)  # resumes, and says the weights will differ from an uninterrupted run's
     assert json.loads(state.read_text())["step"] == 6
     assert "resuming on cpu a run saved on cuda:0" in caplog.text
+
+
+@pytest.mark.parametrize("asked", ["auto", "cuda"])
+def test_a_gpu_is_named_with_its_index_as_its_parameters_name_it(asked, monkeypatch):
+    """A resume compares the saved parameters' device (`cuda:0`) with this one: `cuda` would differ every time."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    config = OmegaConf.create({"training": {"device": asked}})
+    assert str(training_device(config, "train config")) == "cuda:1"
+
+
+def test_a_run_saved_before_devices_were_recorded_counts_as_trained_on_the_cpu(dataset, tmp_path, monkeypatch,
+                                                                                caplog):
+    config = train_config(dataset, "old", tmp_path / "out", **KINDS["state_diffusion"])
+    train(config)
+    state = tmp_path / "out" / "train_state" / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["device"]
+    state.write_text(json.dumps(meta))
+    policy = load_policy(tmp_path / "out" / "policy")
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    ema = EMAModel(policy.parameters(), power=0.75, decay=0.999, use_ema_warmup=True)
+    monkeypatch.setattr(train_module, "load_file", lambda path, device="cpu": load_file(path))  # no GPU here
+    with caplog.at_level("WARNING", logger="gpc.policies.train"):
+        _load_state(tmp_path / "out", policy, ema, optimizer, run=run_fingerprint(config), device="cuda:0")
+    assert "resuming on cuda:0 a run saved on cpu" in caplog.text
 
 
 def test_sgfd_counts_environments_by_distinct_label_of_any_type(tmp_path):
