@@ -36,12 +36,15 @@ CREATE TABLE IF NOT EXISTS episodes (
 
 def setup_hash(config: DictConfig) -> str:
     """Hash of the composition (without its weights), the contents of its parents' checkpoints, and the env
-    (without its slot count and render mode)."""
+    (without its slot count and render mode; with the contents of a file it is built from, `factory.path`)."""
     setup = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("compose", "env")}
     setup["compose"].pop("weights", None)
     setup["env"].pop("n_envs", None)
-    setup["env"].get("factory", {}).pop("render_mode", None)  # frames for videos change no outcome
+    factory = setup["env"].get("factory", {})
+    factory.pop("render_mode", None)  # frames for videos change no outcome
     setup["checkpoints"] = [content_digest(resolve_path(str(p["path"]))) for p in setup["compose"]["parents"]]
+    if factory.get("path") is not None:  # env=robomimic_dataset: another dataset recorded there is another env
+        setup["env_source"] = content_digest(resolve_path(str(factory["path"])))
     setup["maxima"] = "steps only"  # tracked maxima once counted the reset frame: such episodes are another setup
     return hashlib.sha256(repr(sorted(setup.items())).encode()).hexdigest()[:10]
 
