@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from gpc.composer import Composer, make_generators
 from gpc.operators import WeightSchedule
-from gpc.video import EpisodeVideos, missing_videos
+from gpc.video import EpisodeVideos, clear_abandoned_partials, missing_videos
 
 if TYPE_CHECKING:
     from gpc.episode_store import EpisodeStore
@@ -103,6 +103,8 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
     in `video_pairs` are filmed into `video_dir`."""
     labels = candidate_labels(candidates)
     episodes, todo = stored_and_missing(store, setup, labels, seeds)
+    if video_dir and video_dir.is_dir():
+        clear_abandoned_partials(video_dir)
     film = missing_videos(video_dir, video_pairs) if video_dir else set()
     stored = {(e.candidate, e.seed): e for e in episodes}
     todo += [(labels.index(label), seed) for label, seed in sorted(film & stored.keys())]  # for the frames only

@@ -2,8 +2,8 @@
 
 A video is named by its candidate, seed and outcome (`w=0.1,0.9_seed100000_success.mp4`). Frames stream to
 ffmpeg (imageio-ffmpeg) as the episode runs, into a hidden partial file that is renamed when the episode
-ends, so a rerun sees which videos exist and films only the missing ones (and clears partial files that a
-killed run left).
+ends, so a rerun sees which videos exist and films only the missing ones, and clears the partial files that
+killed runs left.
 """
 
 from __future__ import annotations
@@ -35,6 +35,25 @@ def missing_videos(directory: Path, pairs: Collection[tuple[str, int]]) -> set[t
     return {(label, seed) for label, seed in pairs if video_stem(label, seed) not in filmed}
 
 
+def clear_abandoned_partials(directory: Path) -> None:
+    """Delete the partial videos in `directory` whose writing process (the pid in their name) no longer runs;
+    those of a run still filming into the same folder stay."""
+    for partial in Path(directory).glob(".*.partial-*.mp4"):
+        pid = partial.stem.rsplit("-", 1)[1]
+        if pid.isdigit() and not _running(int(pid)):
+            partial.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def check_video_writer() -> None:
     if any(importlib.util.find_spec(module) is None for module in ("imageio", "imageio_ffmpeg")):
         raise ValueError("videos: need imageio and imageio-ffmpeg (pip install 'gpc[sims]')")
@@ -53,10 +72,7 @@ class EpisodeVideos:
         import imageio
 
         self.directory.mkdir(parents=True, exist_ok=True)
-        stem = video_stem(label, seed)
-        for stale in self.directory.glob(f".{stem}.partial-*.mp4"):  # a killed run's
-            stale.unlink(missing_ok=True)
-        partial = self.directory / f".{stem}.partial-{os.getpid()}.mp4"
+        partial = self.directory / f".{video_stem(label, seed)}.partial-{os.getpid()}.mp4"
         # sizes are rounded up to even ones, as ffmpeg's yuv420p needs
         self.writers[slot] = (imageio.get_writer(partial, fps=self.fps, macro_block_size=2), partial)
         self.add(slot, frame)

@@ -1,5 +1,9 @@
 """The vectorized evaluator on a dummy env whose episodes end at known steps."""
 
+import os
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -171,7 +175,11 @@ def test_videos_film_the_chosen_episodes_and_a_rerun_films_only_missing_ones_wit
         assert [int(np.median(f)) for f in frames] == pytest.approx([40 * t for t in range(length + 1)], abs=3)
         kept = (videos / "w=1,0_seed2_success.mp4").stat().st_mtime_ns
         (videos / "w=0,1_seed2_failure.mp4").unlink()
-        (videos / ".w=1,0_seed3.partial-1.mp4").write_bytes(b"")  # as a killed run leaves it
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        (videos / f".w=1,0_seed3.partial-{dead}.mp4").write_bytes(b"")  # as killed runs leave them, one for an
+        (videos / f".w=0,1_seed1.partial-{dead}.mp4").write_bytes(b"")  # episode filmed again, one not
+        (videos / f".w=0,1_seed3.partial-{os.getppid()}.mp4").write_bytes(b"")  # a live run's, still filming
         stored = sorted(episodes, key=lambda e: (e.candidate, e.seed))
         recorded = []
         monkeypatch.setattr(store, "record", lambda setup, episode: recorded.append(episode))
@@ -179,6 +187,7 @@ def test_videos_film_the_chosen_episodes_and_a_rerun_films_only_missing_ones_wit
                         progress=False, video_dir=videos, video_pairs=chosen + [("w=1,0", 3)])
         assert sorted(again, key=lambda e: (e.candidate, e.seed)) == stored and recorded == []  # none run twice
     assert sorted(p.name for p in videos.iterdir()) == [
+        f".w=0,1_seed3.partial-{os.getppid()}.mp4",
         "w=0,1_seed2_failure.mp4", "w=1,0_seed2_success.mp4", "w=1,0_seed3_success.mp4"]
     assert (videos / "w=1,0_seed2_success.mp4").stat().st_mtime_ns == kept  # not filmed again
 
