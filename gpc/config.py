@@ -44,7 +44,13 @@ def resolve_path(path: str) -> Path:
 
 
 def first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+    """The error's first line, joined with the next ones while a line ends in a colon (`Error loading 'x':`
+    says nothing without the reason under it)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()] or [type(err).__name__]
+    end = 0
+    while lines[end].endswith(":") and end + 1 < len(lines):
+        end += 1
+    return " ".join(lines[:end + 1])
 
 
 def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Callable[[], Any]:

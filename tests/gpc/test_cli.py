@@ -140,6 +140,8 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
     ("weights=[[0.3333,0.6667],[0.3334,0.6666]]", "weights: [0.3333, 0.6667] and [0.3334, 0.6666] are both"),
     ("+env.factory.colour=red", "env.factory: make_env() got an unexpected keyword argument 'colour'"),
     ("videos=-1", "videos: need an integer >= 0, got -1"),
+    ("env.factory._target_=gpc.sims.pusht.env.make_envv",
+     "env.factory: Error loading 'gpc.sims.pusht.env.make_envv': ModuleNotFoundError"),
 ])
 def test_bad_eval_input_exits_2_with_one_line_naming_the_field(parents, tmp_path, capsys, override, field):
     a, b, _ = parents
