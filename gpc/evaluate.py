@@ -103,7 +103,7 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
     in `video_pairs` are filmed into `video_dir`."""
     labels = candidate_labels(candidates)
     episodes, todo = stored_and_missing(store, setup, labels, seeds)
-    if video_dir and video_dir.is_dir():
+    if video_dir:
         clear_abandoned_partials(video_dir)
     film = missing_videos(video_dir, video_pairs) if video_dir else set()
     stored = {(e.candidate, e.seed): e for e in episodes}
