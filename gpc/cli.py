@@ -37,8 +37,38 @@ def command_help(config_name: str) -> str:
 def compose(config_name: str, overrides: list[str]):
     from hydra import compose as hydra_compose, initialize_config_dir
 
+    overrides = [_user_composition(o) for o in overrides]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return hydra_compose(config_name=config_name, overrides=overrides)
+
+
+def _file_choice(override: str) -> bool:
+    key, _, value = override.partition("=")
+    return key in ("compose", "+compose") and (value.endswith((".yaml", ".yml")) or "/" in value)
+
+
+def _user_composition(override: str) -> str:
+    """`compose=./my_pair.yaml`: a composition file anywhere on disk, registered as a `compose` choice so that
+    later `compose.<field>=` overrides still apply. Its relative parent paths are read from its own folder
+    when they are not found from the working directory."""
+    if not _file_choice(override):
+        return override
+    key, _, value = override.partition("=")
+    from hydra.core.config_store import ConfigStore
+
+    from gpc.config import ConfigError, resolve_path
+    from gpc.yaml_file import load_yaml
+
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"compose: {value}: no such composition file")
+    document = load_yaml(path, "composition")
+    for entry in document.get("parents") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            entry["path"] = str(resolve_path(entry["path"], path.resolve().parent))
+    name = f"file_{abs(hash(str(path.resolve())))}"
+    ConfigStore.instance().store(group="compose", name=name, node=document)
+    return f"{key}={name}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         print(command_help(config_name))
         return 0
     source = f"configs/{config_name}.yaml"
+    user_files = [a.partition("=")[2] for a in argv[1:] if _file_choice(a)]
+    if user_files:
+        source += f" with compose={user_files[-1]}"
     try:
         config = compose(config_name, argv[1:])
         module, function = target.split(":")

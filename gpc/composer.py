@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from gpc.acceleration import FastPath, FusedDenoisers, fusion_groups
-from gpc.noise import VPSchedule, align
+from gpc.action_spaces import ActionSpaceError, action_maps
+from gpc.noise import Level, VPSchedule, align
 from gpc.operators import Convex, WeightSchedule, as_schedules
 from gpc.parent import Encoding, Parent, concat_rows, repeat_rows
 from gpc.predictions import from_noise_and_action, to_noise_and_action
@@ -74,9 +75,6 @@ def check_composable(parents: Sequence[Parent]) -> None:
         if spec.action_dim != first.action_dim:
             raise CompositionError(f"parent {spec.name!r} has action_dim {spec.action_dim}, "
                                    f"parent {first.name!r} has {first.action_dim}")
-        if not spec.normalizer.allclose(first.normalizer):
-            raise CompositionError(f"parent {spec.name!r} normalizes actions differently from {first.name!r}; "
-                                   "composition needs one normalized action space")
 
 
 def make_generators(seeds: Sequence[int], n_candidates: int, common_noise: bool = True,
@@ -97,8 +95,12 @@ class Composer:
 
     def __init__(self, parents: Sequence[Parent], sampler: SamplerConfig, n_action_steps: int | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 operator: OperatorConfig = OperatorConfig(), fast: FastPath = FastPath()):
+                 operator: OperatorConfig = OperatorConfig(), fast: FastPath = FastPath(), normalizers: str = "exact"):
         check_composable(parents)
+        try:
+            self.maps = action_maps(parents, normalizers)
+        except ActionSpaceError as err:
+            raise CompositionError(str(err), "normalizers") from None
         self.parents = list(parents)
         self.sampler = sampler
         self.operator = operator
@@ -253,12 +255,12 @@ class Composer:
             with self.fast.autocast(self.device):
                 if len(members) > 1:
                     outputs = self._fused_for(group, members)(
-                        torch.stack([x_own for x_own, _, _ in inputs]), torch.stack([t for _, t, _ in inputs]),
+                        torch.stack([x_own for x_own, *_ in inputs]), torch.stack([t for _, t, *_ in inputs]),
                         torch.stack([encodings[i] for i in members])).unbind(0)
                 else:
-                    outputs = [self.networks[i](x_own, t, encodings[i]) for i, (x_own, t, _) in zip(members, inputs)]
-            for i, (x_own, _, level), output in zip(members, inputs, outputs):
-                predictions[i] = self._to_working(i, output.to(self.dtype), x_own, x, step, level)
+                    outputs = [self.networks[i](x_own, t, encodings[i]) for i, (x_own, t, *_) in zip(members, inputs)]
+            for i, (x_own, _, level, seen), output in zip(members, inputs, outputs):
+                predictions[i] = self._to_working(i, output.to(self.dtype), x_own, x, step, level, seen)
         return predictions
 
     def _fused_for(self, group: list[int], members: list[int]) -> FusedDenoisers:
@@ -271,32 +273,46 @@ class Composer:
 
     def _predict_working(self, i: int, x: torch.Tensor, step, encoding: Encoding) -> torch.Tensor:
         """Parent i's prediction, in the working sampler's quantity, on the composite chunk."""
-        x_own, t, level = self._network_input(i, x, step)
+        x_own, t, level, seen = self._network_input(i, x, step)
         with self.fast.autocast(self.device):
             output = self.networks[i](x_own, t, encoding)
-        return self._to_working(i, output.to(self.dtype), x_own, x, step, level)
+        return self._to_working(i, output.to(self.dtype), x_own, x, step, level, seen)
 
     def _network_input(self, i: int, x: torch.Tensor, step):
-        """(state in parent i's own frame, its timestep per row, its level) for this working step."""
-        spec = self.parents[i].spec
+        """(state in parent i's own frame, its timestep per row, its level, the working level as it sees it) for
+        this working step. A parent in another action space sees the state mapped into it (gpc.action_spaces)."""
+        spec, action_map = self.parents[i].spec, self.maps[i]
         start = self.layout.starts[i]
         x_own = x[:, start:start + spec.horizon]
-        timestep, scale, level = align(step.level, self.sampler.path, step.timestep, spec.path)
-        if scale != 1.0:
-            x_own = x_own * scale
-        return x_own, torch.full((x.shape[0],), timestep, dtype=self.dtype, device=self.device), level
+        if action_map is None:
+            seen = step.level
+            timestep, scale, level = align(seen, self.sampler.path, step.timestep, spec.path)
+            if scale != 1.0:
+                x_own = x_own * scale
+        else:  # the offset rides on the parent's own signal level (the working one, rescaled, unless clamped)
+            seen = Level(step.level.alpha, action_map.noise_scale * step.level.sigma)
+            timestep, scale, level = align(seen, None, None, spec.path)
+            x_own = action_map.to_parent(x_own * scale, level.alpha)
+        return x_own, torch.full((x.shape[0],), timestep, dtype=self.dtype, device=self.device), level, seen
 
-    def _to_working(self, i: int, output: torch.Tensor, x_own: torch.Tensor, x: torch.Tensor, step, level
+    def _to_working(self, i: int, output: torch.Tensor, x_own: torch.Tensor, x: torch.Tensor, step, level, seen
                     ) -> torch.Tensor:
         """A parent's raw output turned into the working sampler's quantity on the composite chunk."""
-        spec = self.parents[i].spec
+        spec, action_map = self.parents[i].spec, self.maps[i]
         start = self.layout.starts[i]
-        if spec.prediction_type == self.sampler.prediction_type and spec.path == self.sampler.path:
+        if action_map is None and spec.prediction_type == self.sampler.prediction_type \
+                and spec.path == self.sampler.path:
             q = output  # same quantity on the same path: no conversion, so weight 1 is bit-exact
         else:
             sign = getattr(spec.path, "velocity_sign", 1.0)
             e, a = to_noise_and_action(output, spec.prediction_type, x_own, level, sign)
-            e, a = _consistent_with_state(e, a, x[:, start:start + spec.horizon], step.level, level)
+            x_sub = x[:, start:start + spec.horizon]
+            if action_map is not None:
+                a = action_map.action_to_working(a)
+            if action_map is not None and not action_map.exact:
+                e, a = _through_velocity(e, a, x_sub, step.level)
+            else:
+                e, a = _consistent_with_state(e, a, x_sub, step.level, level, seen)
             q = from_noise_and_action(e, a, self.sampler.prediction_type, step.level)
         if spec.horizon == self.layout.length:
             return q
@@ -363,16 +379,26 @@ def _mix(tensors: Sequence[torch.Tensor], kappa: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _consistent_with_state(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level, parent_level):
+def _consistent_with_state(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level, parent_level, seen):
     """Make a clamped parent's (e, a) consistent with the working state.
 
-    A parent whose schedule does not reach the working level (e.g. a VP schedule's smallest noise above
-    the sampler's last step) was queried at its nearest level. Near the clean end its action estimate is the
-    reliable half of the pair, near the noise end its noise estimate; the other half is re-derived from
-    `x = alpha a + sigma e` so that every working quantity gives the same composite.
+    A parent whose schedule does not reach the level it was asked for (`seen`: the working level, in its
+    action space; e.g. a VP schedule's smallest noise above the sampler's last step) was queried at its nearest
+    level. Near the clean end its action estimate is the reliable half of the pair, near the noise end its noise
+    estimate; the other half is re-derived from `x = alpha a + sigma e` so that every working quantity gives the
+    same composite.
     """
-    if abs(parent_level.s - level.s) < 1e-9 or level.alpha == 0.0:  # at pure noise no action is implied
+    if abs(parent_level.s - seen.s) < 1e-9 or level.alpha == 0.0:  # at pure noise no action is implied
         return e, a
-    if parent_level.s > level.s:
+    if parent_level.s > seen.s:
         return (x - level.alpha * a) / level.sigma, a
     return e, (x - level.sigma * e) / level.alpha
+
+
+def _through_velocity(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level):
+    """A pair from a parent queried at an approximate level (gpc.action_spaces), made consistent with the working
+    state through its velocity e - a: of four rules measured on Gaussian parents (keep e, keep a, keep the half
+    reliable at that level, keep e - a), this one strays least (benchmarks/normalizer_mismatch.py)."""
+    u = e - a
+    total = level.alpha + level.sigma
+    return (x + level.alpha * u) / total, (x - level.sigma * u) / total

@@ -1,30 +1,65 @@
-"""Composition from YAML: parents by checkpoint path, weights, working sampler, device.
+"""Composition from YAML: parents by checkpoint path and format, weights, working sampler, device.
 
-Every error names the config source and the field, so `gpc` can print it on one line and exit non-zero
-before any output is written.
+The composition file's schema is `Composition` (gpc.schema checks it: unknown keys are refused, each error
+names the file and the field), so `gpc` can print any error on one line and exit non-zero before any output
+is written.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, Optional, Union
 
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpc.acceleration import FastPath
 from gpc.composer import Composer, CompositionError
-from gpc.noise import VPSchedule
 from gpc.operators import WeightSchedule
+from gpc.parent import ParentView, first_non_finite
 from gpc.samplers import SamplerConfig
+from gpc.schema import ConfigError, check, doc
 from gpc.superposition import OperatorConfig
 
-DEFAULT_LOADER = "gpc.policies.checkpoint.load_policy"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ConfigError", "Composition", "ParentEntry", "load_composer", "load_composition"]
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message starts with `source: field:`."""
+@dataclass(frozen=True)
+class ParentEntry:
+    path: str = field(metadata=doc("checkpoint folder or file"))
+    format: Optional[str] = field(default=None, metadata=doc(
+        "gpc, gpc_onnx, lerobot, diffusion_policy or a format an installed package registers (`gpc.loaders`); "
+        "recognized from the files when absent"))
+    name: Optional[str] = field(default=None, metadata=doc("display name (default: the checkpoint's)"))
+    observations: dict[str, str] = field(default_factory=dict, metadata=doc(
+        "the parent's observation keys mapped onto the env's: {parent key: env key}"))
+    action_stats: Optional[str] = field(default=None, metadata=doc(
+        "gpc formats: which action statistics a policy trained with `action_stats_by` acts with"))
+    trust: bool = field(default=False, metadata=doc(
+        "diffusion_policy: unpickle globals beyond gpc's allowlist (runs code the file names)"))
+    loader: Optional[str] = field(default=None, metadata=doc(
+        "a dotted function `(path, device) -> parent`; runs code, so it needs `trust_code: true`"))
+    trust_code: bool = field(default=False, metadata=doc("allow `loader` to run"))
+
+
+@dataclass(frozen=True)
+class Composition:
+    parents: list[ParentEntry] = field(metadata=doc("the parents, each a mapping with at least `path`"))
+    weights: Any = field(default=None, metadata=doc(
+        "a weight vector, a list of them, or schedules {knots: [...], weights: [[...], ...]}"))
+    operator: Union[str, OperatorConfig] = field(default="convex", metadata=doc(
+        "convex | or | and, or a mapping {name, temperature, probe_scale}"))
+    sampler: Union[Literal["native"], SamplerConfig] = field(default="native", metadata=doc(
+        "native (the first parent's own sampler) or {name, num_inference_steps, schedule, prediction_type, "
+        "clip_sample, clip_sample_range, timestep_spacing, eta}"))
+    n_action_steps: Optional[int] = field(default=None, metadata=doc(
+        "actions executed per chunk (default: the fewest any parent executes)", minimum=1))
+    device: str = field(default="cpu", metadata=doc("cpu, cuda, cuda:N"))
+    fast: FastPath = field(default_factory=FastPath, metadata=doc("fuse, compile, precision of the parents' networks"))
+    normalizers: Literal["exact", "approximate"] = field(default="exact", metadata=doc(
+        "parents whose action normalizers differ per dimension in scale compose only approximately: allow it"))
 
 
 def integer_setting(config: DictConfig, key: str, source: str, minimum: int = 1) -> int:
@@ -35,11 +70,14 @@ def integer_setting(config: DictConfig, key: str, source: str, minimum: int = 1)
     return value
 
 
-def resolve_path(path: str) -> Path:
-    """Relative paths are tried from the working directory, then from the project root."""
+def resolve_path(path: str, base: Path | None = None) -> Path:
+    """Relative paths are tried from the working directory, then from `base` (a composition file's folder),
+    then from the project root (where the shipped checkpoints are)."""
     candidate = Path(path).expanduser()
     if candidate.is_absolute() or candidate.exists():
         return candidate
+    if base is not None and (base / candidate).exists():
+        return base / candidate
     return PROJECT_ROOT / candidate
 
 
@@ -56,7 +94,8 @@ def first_line(err: BaseException) -> str:
 def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Callable[[], Any]:
     """`env.factory` as a factory of envs, tried once here: a factory that cannot make an env (a misspelt
     task, a missing dataset), or one whose envs render no frames when videos are asked for, is then a
-    one-line error naming the field before any output exists."""
+    one-line error naming the field before any output exists. The probe's observation space is kept on the
+    factory (`make.observation_space`) so parents' inputs can be checked against it."""
 
     def make():
         return instantiate(env.factory)
@@ -66,6 +105,7 @@ def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Call
     except Exception as err:  # noqa: BLE001 - simulators raise anything; each is a config error here
         raise ConfigError(f"{source}: env.factory: {first_line(err.__cause__ or err)}") from None  # hydra wraps it
     try:
+        make.observation_space = probe.observation_space
         if need_frames:
             from gpc.video import NO_FRAMES, check_video_writer
 
@@ -85,43 +125,80 @@ def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Call
     return make
 
 
-def load_parents(config: DictConfig, source: str, device: str) -> list:
-    entries = config.get("parents")
-    if not isinstance(entries, (list, ListConfig)) or not entries:
-        raise ConfigError(f"{source}: parents: need a list of parents, each with a 'path'")
+def check_inputs(parents, observation_space, source: str) -> None:
+    """Every parent's inputs must be observations the env gives, of the shape the parent reads: refused here,
+    before any output, rather than mid-rollout."""
+    spaces = getattr(observation_space, "spaces", None)
+    if spaces is None:
+        raise ConfigError(f"{source}: env.factory: the env's observations are not a dict of named arrays")
+    for i, parent in enumerate(parents):
+        for inp in parent.spec.inputs:
+            if inp.key not in spaces:
+                raise ConfigError(f"{source}: compose.parents[{i}].observations: parent {parent.spec.name!r} reads "
+                                  f"{inp.key!r}, which the env does not give (it gives {sorted(spaces)}); map it: "
+                                  f"observations: {{{inp.key}: <env key>}}")
+            shape = tuple(spaces[inp.key].shape or ())
+            if not inp.accepts(shape):
+                raise ConfigError(f"{source}: compose.parents[{i}]: parent {parent.spec.name!r} reads {inp.key!r} as "
+                                  f"{inp.kind} of shape {inp.shape}; the env gives shape {shape}")
+
+
+def load_parents(entries: list[ParentEntry], source: str, device: str, base: Path | None = None) -> list:
+    from gpc.policies.formats import recognize, registered
+
+    formats = registered()
     parents = []
     for i, entry in enumerate(entries):
-        field = f"parents[{i}]"
-        if not isinstance(entry, (dict, DictConfig)):
-            raise ConfigError(f"{source}: {field}: need a mapping {{path: ...}}, got {entry!r}")
-        if "path" not in entry:
-            raise ConfigError(f"{source}: {field}.path: missing")
-        path = resolve_path(str(entry.path))
+        where = f"{source}: parents[{i}]"
+        path = resolve_path(entry.path, base)
         if not path.exists():
-            raise ConfigError(f"{source}: {field}.path: checkpoint not found: {entry.path}")
+            raise ConfigError(f"{where}.path: not found: {entry.path}")
+        if entry.loader is not None:
+            if not entry.trust_code:
+                raise ConfigError(f"{where}.loader: {entry.loader!r} runs code named by this file; set trust_code: "
+                                  "true on the entry if you trust it, or use a registered format (format:)")
+            try:
+                load = get_method(entry.loader)
+            except Exception as err:  # noqa: BLE001 - any import failure is this field's fault
+                raise ConfigError(f"{where}.loader: {first_line(err.__cause__ or err)}") from None
+            options = {}
+        else:
+            fmt = formats.get(entry.format) if entry.format else recognize(path)
+            if fmt is None:
+                known = ", ".join(f"{f.name} ({f.describe})" for f in formats.values())
+                if entry.format:
+                    raise ConfigError(f"{where}.format: unknown format {entry.format!r}; known: {known}")
+                raise ConfigError(f"{where}.path: {entry.path} is no checkpoint gpc recognizes; known formats: {known}")
+            options = {key: getattr(entry, key) for key in ("action_stats", "trust")
+                       if getattr(entry, key) not in (None, False)}
+            for key in options:
+                if key not in fmt.options and "*" not in fmt.options:
+                    raise ConfigError(f"{where}.{key}: the {fmt.name} format takes no {key!r}")
+            load = fmt.load
         try:
-            loader = get_method(entry.get("loader", DEFAULT_LOADER))
-            options = {"action_stats": str(entry.action_stats)} if entry.get("action_stats") is not None else {}
-            parents.append(loader(path, device=device, **options))
-        except Exception as err:
-            raise ConfigError(f"{source}: {field}: cannot load {entry.path}: {err}") from None
+            parent = load(path, device=device, **options)
+        except ConfigError:
+            raise
+        except (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError) as err:
+            raise ConfigError(f"{where}: cannot load {entry.path}: {first_line(err)}") from None
+        if not all(hasattr(parent, name) for name in ("spec", "encode", "predict")):
+            raise ConfigError(f"{where}: loading {entry.path} gave a {type(parent).__name__}, which is not a gpc parent "
+                              "(it needs spec, encode and predict)")
+        bad = first_non_finite(parent)
+        if bad is not None:
+            raise ConfigError(f"{where}: {entry.path}: its {bad} holds NaN or inf; such a parent cannot act")
+        if entry.name is not None or entry.observations:
+            try:
+                parent = ParentView(parent, entry.name, entry.observations)
+            except ValueError as err:
+                raise ConfigError(f"{where}.{err}") from None
+        parents.append(parent)
     return parents
 
 
-def sampler_config(value: Any, parents: list, source: str) -> SamplerConfig:
-    """`native` (default): the first parent's own sampler; or an explicit mapping."""
-    reference = parents[0].spec
-    steps = getattr(getattr(parents[0], "config", None), "objective", None)
-    native_steps = steps.num_inference_steps if steps is not None else 10
-    if value is None or value == "native":
-        return SamplerConfig.native(reference.path, reference.prediction_type, native_steps)
-    if not isinstance(value, (dict, DictConfig)):
-        raise ConfigError(f"{source}: sampler: need 'native' or a mapping {{name, num_inference_steps, ...}}, "
-                          f"got {value!r}")
-    raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
-    if "schedule" in raw:
-        raw["schedule"] = _options(VPSchedule, raw["schedule"], "sampler.schedule", source)
-    return _options(SamplerConfig, raw, "sampler", source)
+def sampler_config(value: Union[str, SamplerConfig], parents: list) -> SamplerConfig:
+    """`native`: the first parent's own sampler; or the given one."""
+    return parents[0].spec.sampler if value == "native" else value
 
 
 def weight_candidates(value: Any, n_parents: int, source: str, field: str = "weights") -> list[WeightSchedule]:
@@ -131,7 +208,7 @@ def weight_candidates(value: Any, n_parents: int, source: str, field: str = "wei
     raw = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
     if isinstance(raw, dict) or isinstance(raw, list) and raw and not isinstance(raw[0], (list, dict)):
         raw = [raw]  # a single candidate
-    if not isinstance(raw, list):
+    if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{source}: {field}: need a weight vector, a list of them, or schedules "
                           f"{{knots: [...], weights: [[...], ...]}}, got {raw!r}")
     try:
@@ -157,47 +234,62 @@ def _weight_schedule(raw: Any, n_parents: int, where: str) -> WeightSchedule:
 
 
 def _numbers(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
-
-
-def _options(cls, value: Any, field: str, source: str):
-    """A dataclass of options from a YAML mapping; errors name the field (`source: field.key: ...`)."""
-    try:
-        raw = OmegaConf.to_container(value) if isinstance(value, DictConfig) else dict(value)
-        return cls(**raw)
-    except TypeError as err:
-        raise ConfigError(f"{source}: {field}: {err}") from None
-    except ValueError as err:
-        raise ConfigError(f"{source}: {field}.{err}") from None
+    return isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
 def operator_config(value: Any, source: str) -> OperatorConfig:
     """`convex` (default), `or`, `and`, or a mapping {name, temperature, probe_scale}."""
-    if value is None or isinstance(value, str):
-        value = {"name": value or "convex"}
-    return _options(OperatorConfig, value, "operator", source)
+    value = "convex" if value is None else value
+    if isinstance(value, OperatorConfig):
+        return value
+    return check(OperatorConfig, {"name": value} if isinstance(value, str) else value, source, "operator")
 
 
 def fast_path_config(value: Any, source: str) -> FastPath:
     """`fast: {fuse, compile, precision}`; absent means the measured defaults."""
-    return _options(FastPath, value or {}, "fast", source)
+    return check(FastPath, value or {}, source, "fast")
 
 
-def load_composer(config: DictConfig, source: str) -> Composer:
-    """Build the composer (parents, sampler, operator, fast path, device) from a composition config."""
-    device = str(config.get("device", "cpu"))
-    operator = operator_config(config.get("operator"), source)
-    fast = fast_path_config(config.get("fast"), source)
-    parents = load_parents(config, source, device)
-    sampler = sampler_config(config.get("sampler"), parents, source)
+def read_composition(config: Any, source: str) -> Composition:
+    composition = check(Composition, config, source)
+    if not composition.parents:
+        raise ConfigError(f"{source}: parents: need a list of parents, each with a 'path'")
+    return composition
+
+
+def check_device(device: str, source: str) -> None:
+    """A device torch knows and this machine has, refused before any checkpoint is read (so that a missing GPU
+    is not blamed on the checkpoint)."""
+    import torch
+
     try:
-        return Composer(parents, sampler, config.get("n_action_steps"), device=device, operator=operator,
-                        fast=fast)
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(f"{source}: device: {device!r} is not a torch device ({first_line(err)})") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise ConfigError(f"{source}: device: {device} is not available here (torch sees {count} CUDA GPUs)")
+    elif parsed.type != "cpu":
+        raise ConfigError(f"{source}: device: {device}: gpc runs on cpu or cuda")
+
+
+def load_composer(config: Any, source: str, base: Path | None = None) -> Composer:
+    """Build the composer (parents, sampler, operator, fast path, device) from a composition config."""
+    composition = read_composition(config, source)
+    check_device(composition.device, source)
+    operator = operator_config(composition.operator, source)
+    parents = load_parents(composition.parents, source, composition.device, base)
+    sampler = sampler_config(composition.sampler, parents)
+    try:
+        return Composer(parents, sampler, composition.n_action_steps, device=composition.device, operator=operator,
+                        fast=composition.fast, normalizers=composition.normalizers)
     except CompositionError as err:
         raise ConfigError(f"{source}: {err.field}: {err}") from None
 
 
-def load_composition(config: DictConfig, source: str) -> tuple[Composer, list[WeightSchedule]]:
+def load_composition(config: Any, source: str) -> tuple[Composer, list[WeightSchedule]]:
     """The composer and the weight candidates a composition config names."""
     composer = load_composer(config, source)
-    return composer, weight_candidates(config.get("weights"), len(composer.parents), source)
+    return composer, weight_candidates(OmegaConf.select(config, "weights") if isinstance(config, DictConfig)
+                                       else config.get("weights"), len(composer.parents), source)

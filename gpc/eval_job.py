@@ -1,14 +1,22 @@
-"""`gpc eval`: each parent alone and the composition (or a weight sweep) on the same seeds, then a table."""
+"""`gpc eval`: each parent alone and the composition (or a weight sweep) on the same seeds, then a table.
+
+Rows run in groups that share a sampler: the composition's candidates under its working sampler, and (with
+`alone_sampler: native`, the default) each parent alone under its own codebase's sampler, so an "alone" row is
+that policy as its authors run it. `alone_sampler: working` runs the alone rows as weight 1 under the working
+sampler instead, the ends of the composition's simplex.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from gpc.config import ConfigError, env_factory, integer_setting, load_composer, weight_candidates
+from gpc.composer import Composer
+from gpc.config import ConfigError, check_inputs, env_factory, integer_setting, load_composer, weight_candidates
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label, candidate_labels, rollout
 from gpc.operators import WeightSchedule
@@ -16,8 +24,22 @@ from gpc.report import format_table, summarize, write_reports
 from gpc.search import simplex_points
 
 
-def build_candidates(config: DictConfig, composer, weights, source: str):
-    """(schedules, display names, sweep x-values or None) for what this run evaluates."""
+@dataclass
+class Group:
+    """Rows that run under one composer (one sampler): their schedules, display names and store setup."""
+
+    composer: Composer
+    schedules: list[WeightSchedule]
+    names: list[str]
+    setup: str
+
+    @property
+    def labels(self) -> list[str]:
+        return candidate_labels(self.schedules)
+
+
+def build_candidates(config: DictConfig, composer, weights, source: str, alone: bool):
+    """(schedules, display names, sweep x-values or None) the working sampler runs."""
     names = [p.spec.name for p in composer.parents]
     n = len(names)
     if config.get("sweep"):
@@ -30,9 +52,7 @@ def build_candidates(config: DictConfig, composer, weights, source: str):
                               f"got {config.sweep}") from None
         schedules = [WeightSchedule.constant(p) for p in points]
         return schedules, [_name(s, names) for s in schedules], [p[0] for p in points]
-    schedules = []
-    if config.get("alone", True):
-        schedules += [WeightSchedule.constant(np.eye(n)[i]) for i in range(n)]
+    schedules = [WeightSchedule.constant(np.eye(n)[i]) for i in range(n)] if alone else []
     schedules += [w for w in weights if w not in schedules]
     return schedules, [_name(s, names) for s in schedules], None
 
@@ -43,15 +63,33 @@ def _name(schedule: WeightSchedule, names) -> str:
     return "composed " + candidate_label(schedule)
 
 
+def native_alone_groups(config: DictConfig, composer: Composer) -> list[Group]:
+    """One group per parent: that parent alone under its own sampler and action count, stored under the setup
+    of a composition of that parent alone with `sampler: native`."""
+    groups = []
+    for i, parent in enumerate(composer.parents):
+        alone = OmegaConf.create(OmegaConf.to_container(config, resolve=True))
+        alone.compose.sampler, alone.compose.n_action_steps = "native", None
+        alone.compose.parents = [alone.compose.parents[i]]
+        own = Composer([parent], parent.spec.sampler, device=composer.device)
+        groups.append(Group(own, [WeightSchedule.constant([1.0])], [f"{parent.spec.name} alone"], setup_hash(alone)))
+    return groups
+
+
 def main(config: DictConfig, source: str = "eval config") -> None:
     composer = load_composer(config.compose, f"{source}: compose")
     if config.get("weights") is not None:
         weights = weight_candidates(config.weights, len(composer.parents), source)
     else:
         weights = weight_candidates(config.compose.get("weights"), len(composer.parents), source, "compose.weights")
-    schedules, names, sweep_x = build_candidates(config, composer, weights, source)
+    alone_sampler = config.get("alone_sampler", "native")
+    if alone_sampler not in ("native", "working"):
+        raise ConfigError(f"{source}: alone_sampler: {alone_sampler!r}; choose native or working")
+    native = bool(config.get("alone", True)) and alone_sampler == "native" and not config.get("sweep")
+    schedules, names, sweep_x = build_candidates(config, composer, weights, source,
+                                                 alone=bool(config.get("alone", True)) and not native)
     try:
-        labels = candidate_labels(schedules)
+        candidate_labels(schedules)
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
     first_seed = integer_setting(config, "seed", source, minimum=0)
@@ -60,20 +98,25 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     n_envs, max_steps = integer_setting(config, "env.n_envs", source), integer_setting(config, "env.max_steps", source)
     videos = integer_setting(config, "videos", source, minimum=0) if config.get("videos") is not None else 0
     make_env = env_factory(env, source, need_frames=videos > 0)
+    check_inputs(composer.parents, make_env.observation_space, source)
+    groups = native_alone_groups(config, composer) if native else []
+    if schedules:
+        groups.append(Group(composer, schedules, names, setup_hash(config)))
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    setup = setup_hash(config)
-    video_dir = out / "videos" / setup
+    rows = []
     with EpisodeStore(out / "episodes.sqlite") as store:
-        episodes = rollout(composer, make_env, schedules, seeds, n_envs, max_steps,
-                           list(env.get("track_max", [])), store, setup,
-                           progress=bool(config.get("progress", True)), video_dir=video_dir,
-                           video_pairs=[(label, seed) for label in labels for seed in seeds[:videos]])
-    rows = summarize(episodes, labels, names)
+        for group in groups:
+            labels = group.labels
+            episodes = rollout(group.composer, make_env, group.schedules, seeds, n_envs, max_steps,
+                               list(env.get("track_max", [])), store, group.setup,
+                               progress=bool(config.get("progress", True)), video_dir=out / "videos" / group.setup,
+                               video_pairs=[(label, seed) for label in labels for seed in seeds[:videos]])
+            rows += summarize(episodes, labels, group.names)
     sweep = list(zip(sweep_x, rows)) if sweep_x is not None else ()
     write_reports(rows, out, sweep, f"weight on {composer.parents[0].spec.name}")
     print(format_table(rows))
     print(f"{len(seeds)} seeds from {config.seed}; {time.perf_counter() - began:.0f} s; results in {out}")
     if videos:
-        print(f"videos in {video_dir}")
+        print(f"videos in {out / 'videos'} (a folder per sampler setup)")

@@ -18,6 +18,10 @@ from gpc.noise import FlowPath, Level, NoisePath, VPSchedule
 
 SAMPLERS = ("ddpm", "ddim", "flow_euler")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")  # what diffusers' DDPM and DDIM schedulers accept
+# How a DDPM step gets its coefficients: from ratios of alphas_cumprod (diffusers >= 0.13, LeRobot's), or from the
+# schedule's betas (diffusers 0.11, which Diffusion Policy pins). Equal in exact arithmetic, they differ by float32
+# rounding of 1 - abar_t / abar_{t-1}, up to 1e-3 relative near t = 0: enough to move a 100-step chunk by 2e-5.
+STEP_COEFFICIENTS = ("cumprod", "betas")
 # An epsilon step recovers the clean sample as (x - sqrt(1 - abar) eps) / sqrt(abar): below this abar an
 # unclipped sampler multiplies the parent's epsilon error by more than 300.
 MIN_UNCLIPPED_ALPHA_BAR = 1e-5
@@ -36,8 +40,10 @@ class SamplerConfig:
     schedule: VPSchedule = field(default_factory=VPSchedule)
     prediction_type: str = "epsilon"
     clip_sample: bool = False
+    clip_sample_range: float = 1.0
     timestep_spacing: str = "leading"
     eta: float = 0.0
+    step_coefficients: str = "cumprod"
 
     def __post_init__(self):
         """Messages start with the field, so a config error can name `sampler.<field>`."""
@@ -47,12 +53,19 @@ class SamplerConfig:
             raise ValueError(f"num_inference_steps: must be an integer >= 1, got {self.num_inference_steps!r}")
         if not self.eta >= 0:
             raise ValueError(f"eta: must be >= 0, got {self.eta}")
+        if self.step_coefficients not in STEP_COEFFICIENTS or (self.step_coefficients == "betas" and self.name != "ddpm"):
+            raise ValueError(f"step_coefficients: 'cumprod', or 'betas' for ddpm, got {self.step_coefficients!r}")
+        if not (isinstance(self.clip_sample_range, numbers.Real) and 0 < self.clip_sample_range < float("inf")):
+            raise ValueError(f"clip_sample_range: must be a number > 0, got {self.clip_sample_range!r}")
         if self.name == "flow_euler":
             object.__setattr__(self, "prediction_type", "velocity")
             return
         if self.prediction_type not in ("epsilon", "sample", "v_prediction"):
             raise ValueError(f"prediction_type: {self.name} sampler needs epsilon, sample or v_prediction, "
                              f"got {self.prediction_type!r}")
+        if self.step_coefficients == "betas" and self.num_inference_steps != self.schedule.num_train_timesteps:
+            raise ValueError(f"num_inference_steps: step_coefficients 'betas' steps t -> t - 1, so it needs "
+                             f"{self.schedule.num_train_timesteps} steps, got {self.num_inference_steps}")
         if self.num_inference_steps > self.schedule.num_train_timesteps:
             raise ValueError(f"num_inference_steps: {self.num_inference_steps} exceeds the schedule's "
                              f"num_train_timesteps ({self.schedule.num_train_timesteps})")
@@ -95,9 +108,11 @@ class WorkingSampler:
         else:
             from diffusers import DDIMScheduler, DDPMScheduler
 
-            cls = DDPMScheduler if config.name == "ddpm" else DDIMScheduler
+            cls = DDIMScheduler if config.name == "ddim" else (
+                DDPMScheduler if config.step_coefficients == "cumprod" else _beta_coefficient_ddpm())
             self.scheduler = cls(**config.schedule.scheduler_config(), prediction_type=config.prediction_type,
-                                 clip_sample=config.clip_sample, timestep_spacing=config.timestep_spacing)
+                                 clip_sample=config.clip_sample, clip_sample_range=config.clip_sample_range,
+                                 timestep_spacing=config.timestep_spacing)
             self.scheduler.set_timesteps(config.num_inference_steps, device=device)
             self._warn_if_endpoint_amplifies()
 
@@ -166,3 +181,37 @@ def _clone(generator: torch.Generator) -> torch.Generator:
     clone = torch.Generator(device=generator.device)
     clone.set_state(generator.get_state())
     return clone
+
+
+def _beta_coefficient_ddpm():
+    """diffusers' DDPMScheduler stepping as diffusers 0.11 did: coefficients and variance from the schedule's betas
+    (`betas[t]`, `alphas[t]`), the previous timestep t - 1. Only for one inference step per train step, where that
+    is exact."""
+    from diffusers import DDPMScheduler
+    from diffusers.schedulers.scheduling_ddpm import DDPMSchedulerOutput
+    from diffusers.utils.torch_utils import randn_tensor
+
+    class BetaCoefficientDDPMScheduler(DDPMScheduler):
+        def step(self, model_output, timestep, sample, generator=None, return_dict=True):
+            t = int(timestep)
+            abar_t = self.alphas_cumprod[t]
+            abar_prev = self.alphas_cumprod[t - 1] if t > 0 else self.one
+            beta_prod_t, beta_prod_prev = 1 - abar_t, 1 - abar_prev
+            if self.config.prediction_type == "epsilon":
+                x0 = (sample - beta_prod_t ** 0.5 * model_output) / abar_t ** 0.5
+            elif self.config.prediction_type == "sample":
+                x0 = model_output
+            else:
+                x0 = abar_t ** 0.5 * sample - beta_prod_t ** 0.5 * model_output
+            if self.config.clip_sample:
+                x0 = x0.clamp(-self.config.clip_sample_range, self.config.clip_sample_range)
+            prev = ((abar_prev ** 0.5 * self.betas[t]) / beta_prod_t) * x0 \
+                + (self.alphas[t] ** 0.5 * beta_prod_prev / beta_prod_t) * sample
+            if t > 0:
+                noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
+                                     dtype=model_output.dtype)
+                variance = torch.clamp((1 - abar_prev) / (1 - abar_t) * self.betas[t], min=1e-20)
+                prev = prev + variance ** 0.5 * noise
+            return DDPMSchedulerOutput(prev_sample=prev, pred_original_sample=x0)
+
+    return BetaCoefficientDDPMScheduler

@@ -138,8 +138,7 @@ def check_observations(composer, robot: RobotConfig, source: str) -> None:
     """Every parent's observation keys must be ones the robot provides."""
     provided = {"joint_positions", "joint_velocities", *(c.name for c in robot.cameras)}
     for parent in composer.parents:
-        features = getattr(getattr(parent, "config", None), "obs", None) or []
-        missing = sorted({f.key for f in features} - provided)
+        missing = sorted({f.key for f in parent.spec.inputs} - provided)
         if missing:
             raise ConfigError(f"{source}: policy.compose: parent {parent.spec.name!r} reads {missing}; the robot "
                               f"provides {sorted(provided)}")

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from gpc.normalizer import Normalizer
-from gpc.parent import ParentSpec
+from gpc.parent import ObservationInput, ParentSpec
+from gpc.samplers import SamplerConfig
 from gpc.policies.configuration import ObsFeature, PolicyConfig
 
 # Flow time lives in [0, 1]; the sinusoidal embedding wants a range like diffusion timesteps'.
@@ -86,6 +87,16 @@ def instruction_texts(value: Any) -> list[str]:
     return [str(text) for text in array]
 
 
+def policy_spec(config: PolicyConfig, action_normalizer: Normalizer) -> ParentSpec:
+    """The parent contract of a gpc policy config, whatever runs its networks (torch or ONNX Runtime)."""
+    path = config.objective.path()
+    inputs = tuple(ObservationInput(f.key, f.type, tuple(f.shape) if f.type != "language" else (), config.n_obs_steps)
+                   for f in config.obs)
+    sampler = SamplerConfig.native(path, config.objective.prediction_type, config.objective.num_inference_steps)
+    return ParentSpec(config.name, path, config.objective.prediction_type, config.action_dim, config.horizon,
+                      config.n_obs_steps, config.n_action_steps, action_normalizer, inputs=inputs, sampler=sampler)
+
+
 class Policy(nn.Module):
     def __init__(self, config: PolicyConfig, normalizers: Mapping[str, Normalizer]):
         super().__init__()
@@ -101,9 +112,7 @@ class Policy(nn.Module):
         cond_dim = sum(encoder.output_dim for encoder in self.encoders.values())
         self.denoiser = build_denoiser(config, cond_dim)
         self.path = config.objective.path()
-        self.spec = ParentSpec(config.name, self.path, config.objective.prediction_type, config.action_dim,
-                               config.horizon, config.n_obs_steps, config.n_action_steps,
-                               self.normalizers["action"])
+        self.spec = policy_spec(config, self.normalizers["action"])
 
     @property
     def device(self) -> torch.device:

@@ -29,10 +29,9 @@ from safetensors import safe_open
 from torch import nn
 
 from gpc.normalizer import Normalizer
-from gpc.parent import ParentSpec
 from gpc.policies.checkpoint import CONFIG_FILE, NORMALIZER_PREFIX, WEIGHTS_FILE, save_policy, select_action_stats
 from gpc.policies.configuration import PolicyConfig, load_policy_config
-from gpc.policies.modeling import Policy, build_encoder, instruction_texts, observation_tensor
+from gpc.policies.modeling import Policy, build_encoder, instruction_texts, observation_tensor, policy_spec
 
 try:
     import onnxruntime as ort
@@ -125,8 +124,7 @@ class OnnxPolicy:
         self.config, self.normalizers = _read_checkpoint(directory)
         select_action_stats(self.normalizers, self.config, action_stats, str(directory / CONFIG_FILE))
         c = self.config
-        self.spec = ParentSpec(c.name, c.objective.path(), c.objective.prediction_type, c.action_dim,
-                               c.horizon, c.n_obs_steps, c.n_action_steps, self.normalizers["action"])
+        self.spec = policy_spec(c, self.normalizers["action"])
         self.device = torch.device(device)
         self.language_encoders = {f.key: build_encoder(f, c.n_obs_steps, c.encoders.get(f.type, {}))
                                   for f in c.obs if f.type == "language"}

@@ -1,8 +1,9 @@
 """PushT with dict observations in the layouts Diffusion Policy checkpoints and datasets use.
 
 Keys: "state" [agent_xy, block_xy, block_angle]; "keypoint" DP's low-dim vector (9 block keypoints,
-then agent_xy: 20 floats); "image" top-down RGB (uint8, HWC); "agent_pos". Rendering costs ~3 ms a step,
-so "image" is drawn only when requested.
+then agent_xy: 20 floats); "environment_state" gym-pusht's own (the T's 8 corner keypoints, 16 floats: what
+LeRobot's PushT policies read as `observation.environment_state`); "image" top-down RGB (uint8, HWC);
+"agent_pos". Rendering costs ~3 ms a step, so "image" is drawn only when requested.
 
 Start states: gym-pusht draws a seed's start state with gymnasium's generator, so seed 100000 is not
 Diffusion Policy's test state 100000. `start_states="diffusion_policy"` draws DP's instead (its PushTEnv:
@@ -21,7 +22,7 @@ from gym_pusht.envs.pusht import PushTEnv
 from gym_pusht.envs.pymunk_override import DrawOptions
 from gymnasium import spaces
 
-OBS_KEYS = ("state", "keypoint", "image", "agent_pos")
+OBS_KEYS = ("state", "keypoint", "environment_state", "image", "agent_pos")
 START_STATES = ("gym_pusht", "diffusion_policy")
 
 
@@ -79,6 +80,7 @@ class DictObs(gym.Wrapper):
         all_spaces = {
             "state": spaces.Box(0, np.array([512, 512, 512, 512, 2 * np.pi], np.float32), dtype=np.float32),
             "keypoint": spaces.Box(0, 512, (20,), np.float32),
+            "environment_state": spaces.Box(0, 512, (16,), np.float64),
             "image": spaces.Box(0, 255, (image_size, image_size, 3), np.uint8),
             "agent_pos": spaces.Box(0, 512, (2,), np.float32),
         }
@@ -91,6 +93,7 @@ class DictObs(gym.Wrapper):
         values = {
             "state": np.r_[agent, block, angle % (2 * np.pi)],
             "keypoint": np.r_[block_keypoints(block, angle).ravel(), agent],
+            "environment_state": sim.get_keypoints(sim._block_shapes).ravel(),
             "image": inner_obs,  # drawn by the inner env only when it was built with obs_type="pixels"
             "agent_pos": agent,
         }

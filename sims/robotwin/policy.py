@@ -29,11 +29,11 @@ class RoboTwinPolicy:
 
     def __init__(self, composer, weights, seed: int = 0):
         self.composer, self.weights, self.seed = composer, weights, int(seed)
-        self.features = [f for parent in composer.parents for f in parent.config.obs]
+        self.features = list({f.key: f for parent in composer.parents for f in parent.spec.inputs}.values())
         for f in self.features:
-            if f.type == "rgb" and f.key not in CAMERAS:
+            if f.kind == "rgb" and f.key not in CAMERAS:
                 raise ValueError(f"parent input {f.key!r}: an rgb input must name a RoboTwin camera {CAMERAS}")
-            if f.type == "low_dim" and f.key != "agent_pos":
+            if f.kind == "low_dim" and f.key != "agent_pos":
                 raise ValueError(f"parent input {f.key!r}: the only state RoboTwin gives is 'agent_pos' "
                                  "(joint_action vector)")
         self.frames: list[dict[str, np.ndarray]] = []
@@ -46,11 +46,11 @@ class RoboTwinPolicy:
         """One frame of every input the parents read, shaped as they were trained."""
         frame = {}
         for f in self.features:
-            if f.type == "rgb":
+            if f.kind == "rgb":
                 frame[f.key] = camera_image(observation, f.key, tuple(f.shape[1:]))
-            elif f.type == "pointcloud":
+            elif f.kind == "pointcloud":
                 frame[f.key] = point_cloud(observation, tuple(f.shape))
-            elif f.type == "low_dim":
+            elif f.kind == "low_dim":
                 frame[f.key] = np.asarray(observation["joint_action"]["vector"], dtype=np.float32)
         return frame
 
@@ -64,7 +64,7 @@ class RoboTwinPolicy:
             raise RuntimeError("get_action before any observation: call update_obs first")
         batch: dict[str, Any] = {k: np.stack([frame[k] for frame in self.frames])[None] for k in self.frames[0]}
         for f in self.features:
-            if f.type == "language":
+            if f.kind == "language":
                 batch[f.key] = [instruction or ""]
         noise_seed = int(np.random.SeedSequence([self.seed, self.episode, self.chunk]).generate_state(1)[0])
         self.chunk += 1

@@ -66,8 +66,10 @@ def test_gpc_eval_runs_parents_alone_and_composed_and_writes_table_json_csv(pare
     # videos asked for later film the first seed of every row, and still add nothing to the store
     assert gpc(*eval_args(a, b, tmp_path / "out", "weights=[0.3,0.7]", "videos=1"), cwd=tmp_path).returncode == 0
     assert stored_rows(tmp_path / "out" / "episodes.sqlite") == before
-    (setup,) = (tmp_path / "out" / "videos").iterdir()  # videos are kept per setup, as episodes are
-    assert sorted(p.name.split("_seed")[0] for p in setup.glob("*.mp4")) == ["w=0,1", "w=0.3,0.7", "w=1,0"]
+    # videos are kept per setup, as episodes are: each parent alone under its own sampler, and the composition
+    setups = list((tmp_path / "out" / "videos").iterdir())
+    assert len(setups) == 3
+    assert sorted(p.name.split("_seed")[0] for s in setups for p in s.glob("*.mp4")) == ["w=0.3,0.7", "w=1", "w=1"]
     assert all("_seed100000_" in p.name for p in setup.glob("*.mp4"))
 
 
@@ -92,7 +94,7 @@ def test_gpc_eval_with_or_and_gpc_compare_pair_runs_on_common_seeds(parents, tmp
 
 
 @pytest.mark.parametrize("case, expected", [
-    ("missing", "parents[1].path: checkpoint not found"),
+    ("missing", "parents[1].path: not found"),
     ("wide", "action_dim 3"),
     ("weights", "weights: 3 weights for 2 parents"),
     ("operator", "compose: operator.name: unknown operator 'xor'"),
@@ -128,11 +130,11 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
     ("compose.sampler={name:ddpm,num_inference_steps:200}", "compose: sampler.num_inference_steps: 200 exceeds"),
     ("compose.sampler={name:ddpm,timestep_spacing:middle}", "compose: sampler.timestep_spacing: must be one of"),
     ("compose.sampler={name:ddim,eta:-0.5}", "compose: sampler.eta: must be >= 0"),
-    ("compose.n_action_steps=abc", "compose: n_action_steps: n_action_steps='abc' must be an integer"),
+    ("compose.n_action_steps=abc", "compose: n_action_steps: need an integer, got 'abc'"),
     ("compose.n_action_steps=9", "compose: n_action_steps: n_action_steps=9 must be an integer within"),
-    ("compose.n_action_steps=0", "compose: n_action_steps: n_action_steps=0 must be an integer within"),
+    ("compose.n_action_steps=0", "compose: n_action_steps: need >= 1, got 0"),
     ("compose.operator=or compose.sampler={name:ddim,eta:0.5}", "compose: sampler.eta: the 'or' operator needs"),
-    ("compose.parents=[checkpoints/pusht/keypoint_flow/path_x]", "compose: parents[0]: need a mapping {path: ...}"),
+    ("compose.parents=[checkpoints/pusht/keypoint_flow/path_x]", "compose: parents[0]: need a mapping of path, format"),
     ("weights=0.5", "weights: need a weight vector, a list of them, or schedules"),
     ("weights=[{knots:[0,1]}]", "weights: a schedule needs exactly 'knots' and 'weights', got ['knots']"),
     ("weights=[[0.5,abc]]", "weights: need a list of numbers, got [0.5, 'abc']"),

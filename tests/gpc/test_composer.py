@@ -251,8 +251,8 @@ def test_act_returns_executable_actions_in_env_units_per_env_and_candidate():
     (lambda: [gaussian("eps_cos100"), GaussianParent("wide", VPSchedule(), "epsilon", np.zeros((2, 3)),
                                                      np.eye(6))], "action_dim 3"),
     (lambda: [gaussian("eps_cos100"), GaussianParent("other_norm", VPSchedule(), "epsilon", MEAN_A, COV_A,
-              normalizer=Normalizer(np.ones(2, np.float32), np.ones(2, np.float32)))],
-     "normalizes actions differently"),
+              normalizer=Normalizer(np.zeros(2, np.float32), np.array([1.0, 2.0], np.float32)))],
+     "per-dimension scale 2x apart.*normalizers: approximate"),
 ])
 def test_incompatible_parents_are_refused_with_a_clear_error(make, message):
     with pytest.raises(CompositionError, match=message):

@@ -174,7 +174,9 @@ def test_composer_runs_on_onnx_parents(pairs, names):
 
 
 def test_load_composition_with_onnx_loader(pairs):
-    config = OmegaConf.create({"parents": [{"path": str(pairs[n][2]), "loader": LOADER} for n in ("state", "rgb")],
+    # one by its registered format, one by a dotted loader the entry trusts
+    config = OmegaConf.create({"parents": [{"path": str(pairs["state"][2]), "format": "gpc_onnx"},
+                                           {"path": str(pairs["rgb"][2]), "loader": LOADER, "trust_code": True}],
                                "weights": [[0.3, 0.7]], "sampler": "native"})
     composer, candidates = load_composition(config, "test")
     assert all(isinstance(p, OnnxPolicy) for p in composer.parents)

@@ -117,7 +117,7 @@ def composition(vla, action_stats):
 
 
 def test_vla_parent_composes_with_a_lift_parent_only_under_lifts_action_statistics(tiny_vla):
-    with pytest.raises(ConfigError, match="normalizes actions differently"):
+    with pytest.raises(ConfigError, match="normalizes actions with a per-dimension scale"):
         composition(tiny_vla, "PickPlaceCan")
     composer = composition(tiny_vla, "Lift")
     obs_keys = (*LOW_DIM_KEYS, "agentview_image", "instruction")
