@@ -1,4 +1,4 @@
-"""`gpc <command> [hydra overrides...]`: train parents, evaluate, search and compare compositions.
+"""`gpc <command> [hydra overrides...]`: train parents, evaluate, search, compare and serve compositions.
 
 Each command is a Hydra config in configs/ and a job function; bad input exits 2 with one line.
 """
@@ -15,6 +15,7 @@ COMMANDS = {
     "search": ("search", "gpc.search_job:main"),
     "compare": ("compare", "gpc.compare_job:main"),
     "deploy": ("deploy", "gpc.hardware.deploy_job:main"),
+    "serve": ("serve", "gpc.serve:main"),
 }
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 

@@ -11,7 +11,7 @@ venv="${1:-.venv}"
 # with gpc's on the next line.
 "$venv/bin/python" -m pip install -q --no-deps --no-index "torch==2.13.0" 2>/dev/null ||
   "$venv/bin/python" -m pip install -q --no-deps --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
-"$venv/bin/python" -m pip install -q -e ".[sims,export,vla,dist,ros,robotwin,aloha,dev]"
+"$venv/bin/python" -m pip install -q -e ".[sims,export,vla,dist,ros,robotwin,aloha,serve,dev]"
 # Robomimic's simulator. robosuite 1.5.2 pins mink 0.0.5, which declares numpy<2 yet runs on numpy 2
 # (tests/sims/test_robomimic.py passes on it): installed without its declared dependencies, so the venv keeps
 # numpy 2 and zarr 3.1.6; its other dependencies come next. `pip install -e ".[robomimic]"` instead resolves
