@@ -76,17 +76,13 @@ class Input:
 
 
 def parent_inputs(composer: Composer) -> dict[str, Input]:
-    """Every observation input the parents read, by key (each parent's `config.obs` today)."""
+    """Every observation input the parents declare (`spec.inputs`), by key."""
     inputs: dict[str, Input] = {}
     for parent in composer.parents:
-        features = getattr(getattr(parent, "config", None), "obs", None)
-        if features is None:
-            raise ConfigError(f"parent {parent.spec.name!r} declares no observation inputs (config.obs), so its "
-                              "requests cannot be checked")
-        for f in features:
-            new = Input(f.key, f.type, () if f.type == "language" else tuple(int(n) for n in f.shape))
-            if inputs.setdefault(f.key, new) != new:
-                raise ConfigError(f"parents read {f.key!r} differently: {inputs[f.key]} and {new}")
+        for i in parent.spec.inputs:
+            new = Input(i.key, i.kind, i.shape)
+            if inputs.setdefault(i.key, new) != new:
+                raise ConfigError(f"parents read {i.key!r} differently: {inputs[i.key]} and {new}")
     return inputs
 
 
