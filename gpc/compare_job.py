@@ -13,6 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from gpc.config import ConfigError
+from gpc.schema import check
+from gpc.schemas import CompareConfig
 from gpc.episode_store import EpisodeStore
 from gpc.stats import two_sided_sign_test, wilson_interval
 
@@ -44,9 +46,11 @@ def load_policies(runs, source: str) -> dict[str, dict[int, bool]]:
 
 
 def main(config: DictConfig, source: str = "compare config") -> None:
-    if not config.runs:
+    runs = check(CompareConfig, config, source).runs
+    runs = [runs] if isinstance(runs, str) else runs
+    if not runs:
         raise ConfigError(f"{source}: runs: name at least one run directory, e.g. runs=[outputs/a,outputs/b]")
-    policies = load_policies(config.runs, source)
+    policies = load_policies(runs, source)
     seeds = sorted(set.intersection(*(set(outcomes) for outcomes in policies.values())))
     if not seeds:
         raise ConfigError(f"{source}: runs: the runs share no seed; compare runs made on the same seeds")

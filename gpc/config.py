@@ -1,15 +1,14 @@
 """Composition from YAML: parents by checkpoint path and format, weights, working sampler, device.
 
-The composition file's schema is `Composition` (gpc.schema checks it: unknown keys are refused, each error
+The composition file's schema is `gpc.schemas.Composition` (gpc.schema checks it: unknown keys are refused, each error
 names the file and the field), so `gpc` can print any error on one line and exit non-zero before any output
 is written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Union
 
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -19,47 +18,12 @@ from gpc.composer import Composer, CompositionError
 from gpc.operators import WeightSchedule
 from gpc.parent import ParentView, first_non_finite
 from gpc.samplers import SamplerConfig
-from gpc.schema import ConfigError, check, doc
+from gpc.schema import ConfigError, check
+from gpc.schemas import Composition, ParentEntry
 from gpc.superposition import OperatorConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["ConfigError", "Composition", "ParentEntry", "load_composer", "load_composition"]
-
-
-@dataclass(frozen=True)
-class ParentEntry:
-    path: str = field(metadata=doc("checkpoint folder or file"))
-    format: Optional[str] = field(default=None, metadata=doc(
-        "gpc, gpc_onnx, lerobot, diffusion_policy or a format an installed package registers (`gpc.loaders`); "
-        "recognized from the files when absent"))
-    name: Optional[str] = field(default=None, metadata=doc("display name (default: the checkpoint's)"))
-    observations: dict[str, str] = field(default_factory=dict, metadata=doc(
-        "the parent's observation keys mapped onto the env's: {parent key: env key}"))
-    action_stats: Optional[str] = field(default=None, metadata=doc(
-        "gpc formats: which action statistics a policy trained with `action_stats_by` acts with"))
-    trust: bool = field(default=False, metadata=doc(
-        "diffusion_policy: unpickle globals beyond gpc's allowlist (runs code the file names)"))
-    loader: Optional[str] = field(default=None, metadata=doc(
-        "a dotted function `(path, device) -> parent`; runs code, so it needs `trust_code: true`"))
-    trust_code: bool = field(default=False, metadata=doc("allow `loader` to run"))
-
-
-@dataclass(frozen=True)
-class Composition:
-    parents: list[ParentEntry] = field(metadata=doc("the parents, each a mapping with at least `path`"))
-    weights: Any = field(default=None, metadata=doc(
-        "a weight vector, a list of them, or schedules {knots: [...], weights: [[...], ...]}"))
-    operator: Union[str, OperatorConfig] = field(default="convex", metadata=doc(
-        "convex | or | and, or a mapping {name, temperature, probe_scale}"))
-    sampler: Union[Literal["native"], SamplerConfig] = field(default="native", metadata=doc(
-        "native (the first parent's own sampler) or {name, num_inference_steps, schedule, prediction_type, "
-        "clip_sample, clip_sample_range, timestep_spacing, eta}"))
-    n_action_steps: Optional[int] = field(default=None, metadata=doc(
-        "actions executed per chunk (default: the fewest any parent executes)", minimum=1))
-    device: str = field(default="cpu", metadata=doc("cpu, cuda, cuda:N"))
-    fast: FastPath = field(default_factory=FastPath, metadata=doc("fuse, compile, precision of the parents' networks"))
-    normalizers: Literal["exact", "approximate"] = field(default="exact", metadata=doc(
-        "parents whose action normalizers differ per dimension in scale compose only approximately: allow it"))
 
 
 def integer_setting(config: DictConfig, key: str, source: str, minimum: int = 1) -> int:

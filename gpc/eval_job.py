@@ -16,11 +16,13 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gpc.composer import Composer
-from gpc.config import ConfigError, check_inputs, env_factory, integer_setting, load_composer, weight_candidates
+from gpc.config import ConfigError, check_inputs, env_factory, load_composer, weight_candidates
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label, candidate_labels, rollout
 from gpc.operators import WeightSchedule
 from gpc.report import format_table, summarize, write_reports
+from gpc.schema import check
+from gpc.schemas import EvalConfig
 from gpc.search import simplex_points
 
 
@@ -38,18 +40,18 @@ class Group:
         return candidate_labels(self.schedules)
 
 
-def build_candidates(config: DictConfig, composer, weights, source: str, alone: bool):
+def build_candidates(settings: EvalConfig, composer, weights, source: str, alone: bool):
     """(schedules, display names, sweep x-values or None) the working sampler runs."""
     names = [p.spec.name for p in composer.parents]
     n = len(names)
-    if config.get("sweep"):
+    if settings.sweep:
         if n != 2:
             raise ConfigError(f"{source}: sweep: a line sweep needs exactly 2 parents, got {n}")
         try:
-            points = simplex_points(2, float(config.sweep))
-        except (TypeError, ValueError):
+            points = simplex_points(2, settings.sweep)
+        except ValueError:
             raise ConfigError(f"{source}: sweep: must be a step that divides 1 (0.1, 0.25, 0.5, ...), "
-                              f"got {config.sweep}") from None
+                              f"got {settings.sweep}") from None
         schedules = [WeightSchedule.constant(p) for p in points]
         return schedules, [_name(s, names) for s in schedules], [p[0] for p in points]
     schedules = [WeightSchedule.constant(np.eye(n)[i]) for i in range(n)] if alone else []
@@ -77,46 +79,41 @@ def native_alone_groups(config: DictConfig, composer: Composer) -> list[Group]:
 
 
 def main(config: DictConfig, source: str = "eval config") -> None:
+    settings = check(EvalConfig, config, source)
     composer = load_composer(config.compose, f"{source}: compose")
-    if config.get("weights") is not None:
-        weights = weight_candidates(config.weights, len(composer.parents), source)
+    if settings.weights is not None:
+        weights = weight_candidates(settings.weights, len(composer.parents), source)
     else:
         weights = weight_candidates(config.compose.get("weights"), len(composer.parents), source, "compose.weights")
-    alone_sampler = config.get("alone_sampler", "native")
-    if alone_sampler not in ("native", "working"):
-        raise ConfigError(f"{source}: alone_sampler: {alone_sampler!r}; choose native or working")
-    native = bool(config.get("alone", True)) and alone_sampler == "native" and not config.get("sweep")
-    schedules, names, sweep_x = build_candidates(config, composer, weights, source,
-                                                 alone=bool(config.get("alone", True)) and not native)
+    native = settings.alone and settings.alone_sampler == "native" and not settings.sweep
+    schedules, names, sweep_x = build_candidates(settings, composer, weights, source,
+                                                 alone=settings.alone and not native)
     try:
         candidate_labels(schedules)
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
-    first_seed = integer_setting(config, "seed", source, minimum=0)
-    seeds = list(range(first_seed, first_seed + integer_setting(config, "episodes", source)))
-    env = config.env
-    n_envs, max_steps = integer_setting(config, "env.n_envs", source), integer_setting(config, "env.max_steps", source)
-    videos = integer_setting(config, "videos", source, minimum=0) if config.get("videos") is not None else 0
-    make_env = env_factory(env, source, need_frames=videos > 0)
+    seeds = list(range(settings.seed, settings.seed + settings.episodes))
+    env = settings.env
+    make_env = env_factory(config.env, source, need_frames=settings.videos > 0)
     check_inputs(composer.parents, make_env.observation_space, source)
     groups = native_alone_groups(config, composer) if native else []
     if schedules:
         groups.append(Group(composer, schedules, names, setup_hash(config)))
-    out = Path(config.output_dir)
+    out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     rows = []
     with EpisodeStore(out / "episodes.sqlite") as store:
         for group in groups:
             labels = group.labels
-            episodes = rollout(group.composer, make_env, group.schedules, seeds, n_envs, max_steps,
-                               list(env.get("track_max", [])), store, group.setup,
-                               progress=bool(config.get("progress", True)), video_dir=out / "videos" / group.setup,
-                               video_pairs=[(label, seed) for label in labels for seed in seeds[:videos]])
+            episodes = rollout(group.composer, make_env, group.schedules, seeds, env.n_envs, env.max_steps,
+                               env.track_max, store, group.setup, progress=settings.progress,
+                               video_dir=out / "videos" / group.setup,
+                               video_pairs=[(label, seed) for label in labels for seed in seeds[:settings.videos]])
             rows += summarize(episodes, labels, group.names)
     sweep = list(zip(sweep_x, rows)) if sweep_x is not None else ()
     write_reports(rows, out, sweep, f"weight on {composer.parents[0].spec.name}")
     print(format_table(rows))
-    print(f"{len(seeds)} seeds from {config.seed}; {time.perf_counter() - began:.0f} s; results in {out}")
-    if videos:
+    print(f"{len(seeds)} seeds from {settings.seed}; {time.perf_counter() - began:.0f} s; results in {out}")
+    if settings.videos:
         print(f"videos in {out / 'videos'} (a folder per sampler setup)")

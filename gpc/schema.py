@@ -2,7 +2,7 @@
 
 A schema is a dataclass whose field types say what is allowed (bool, int, float, str, Literal choices,
 Optional, lists, tuples, string-keyed dicts, nested dataclasses, unions of these) and whose field metadata may
-add `minimum`, `maximum` and `doc`. `check(Schema, raw, where)` refuses unknown keys (with "did you mean" where one
+add `minimum`, `maximum`, `below`, `positive` and `doc`. `check(Schema, raw, where)` refuses unknown keys (with "did you mean" where one
 is close), missing required fields and values of the wrong type or range, then builds the dataclass (whose own
 `__post_init__` may check more: its `ValueError("field: ...")` is reported under the field). `describe` lists
 the fields for the documentation, so the docs are generated from the same source as the checks.
@@ -80,6 +80,21 @@ def _value(kind: Any, value: Any, where: str, field: str, require_all: bool = Fa
     return _scalar(kind, value, where, field, meta)
 
 
+def _requirement(kind: Any, meta: Mapping) -> str:
+    """What a number field needs, in words: `an integer >= 1`, `a number > 0 and < 1`."""
+    bounds = []
+    if "minimum" in meta:
+        bounds.append(f">= {meta['minimum']}")
+    if meta.get("positive"):
+        bounds.append("> 0")
+    if "maximum" in meta:
+        bounds.append(f"<= {meta['maximum']}")
+    if "below" in meta:
+        bounds.append(f"< {meta['below']}")
+    noun = "an integer" if kind is int else "a number"
+    return f"{noun} {' and '.join(bounds)}" if bounds else noun
+
+
 def _scalar(kind: Any, value: Any, where: str, field: str, meta: Mapping) -> Any:
     if kind is type(None):
         if value is not None:
@@ -89,30 +104,23 @@ def _scalar(kind: Any, value: Any, where: str, field: str, meta: Mapping) -> Any
         if not isinstance(value, bool):
             raise _fail(where, field, f"need true or false, got {value!r}")
         return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise _fail(where, field, f"need an integer, got {value!r}")
-        value = int(value)
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise _fail(where, field, f"need a number, got {value!r}")
-        value = float(value)
-        if not math.isfinite(value) and not meta.get("allow_inf"):
-            raise _fail(where, field, f"need a finite number, got {value!r}")
-    elif kind is str:
+    if kind is str:
         if not isinstance(value, str):
             raise _fail(where, field, f"need a string, got {value!r}")
         if not value and not meta.get("allow_empty"):
             raise _fail(where, field, "need a non-empty string")
         return value
-    else:
+    if kind not in (int, float):
         raise TypeError(f"schema type {kind!r} of {field} is not supported")
-    if "minimum" in meta and value < meta["minimum"]:
-        raise _fail(where, field, f"need >= {meta['minimum']}, got {value!r}")
-    if "maximum" in meta and value > meta["maximum"]:
-        raise _fail(where, field, f"need <= {meta['maximum']}, got {value!r}")
-    if meta.get("positive") and not value > 0:
-        raise _fail(where, field, f"need > 0, got {value!r}")
+    need = f"need {_requirement(kind, meta)}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if kind is int else numbers.Real):
+        raise _fail(where, field, need)
+    value = kind(value)
+    if kind is float and not math.isfinite(value):
+        raise _fail(where, field, f"need a finite number, got {value!r}")
+    if ("minimum" in meta and value < meta["minimum"]) or ("maximum" in meta and value > meta["maximum"]) or \
+            (meta.get("positive") and not value > 0) or ("below" in meta and not value < meta["below"]):
+        raise _fail(where, field, need)
     return value
 
 

@@ -10,96 +10,84 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gpc.atomic import write_text_whole
-from gpc.config import ConfigError, env_factory, integer_setting, load_composer, resolve_path
+from gpc.config import ConfigError, env_factory, load_composer, resolve_path
 from gpc.episode_store import EpisodeStore, setup_hash
 from gpc.evaluate import candidate_label
 from gpc.report import Row, format_table, save_figure, summarize
+from gpc.schema import check
+from gpc.schemas import SearchConfig
 from gpc.search import (Grid, GaussianProcessRejects, LocalBackend, RayBackend, SearchResult, Space,
                         SuccessiveRejects, make_space, run_search)
 
 
-def make_strategy(config: DictConfig, space: Space, source: str):
-    budget, first, n_candidates = int(config.budget), int(config.selection_seed), len(space.candidates)
-    try:
-        if config.strategy == "grid":
-            return Grid(n_candidates, budget // n_candidates, first)
-        if config.strategy in ("adaptive", "gp"):
-            if not 0 < float(config.delta) < 1:
-                raise ValueError(f"delta: must be within (0, 1), got {config.delta}")
-            if config.strategy == "adaptive":
-                return SuccessiveRejects(n_candidates, budget, first, float(config.delta))
-            if not float(config.lengthscale) > 0:
-                raise ValueError(f"lengthscale: must be > 0, got {config.lengthscale}")
-            return GaussianProcessRejects(space.positions(), budget, first, float(config.delta),
-                                          float(config.lengthscale))
-    except ValueError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    raise ConfigError(f"{source}: strategy: unknown strategy {config.strategy!r}; choose adaptive, gp or grid")
+def make_strategy(settings: SearchConfig, space: Space):
+    budget, first, n_candidates = settings.budget, settings.selection_seed, len(space.candidates)
+    if settings.strategy == "grid":
+        return Grid(n_candidates, budget // n_candidates, first)
+    if settings.strategy == "adaptive":
+        return SuccessiveRejects(n_candidates, budget, first, settings.delta)
+    return GaussianProcessRejects(space.positions(), budget, first, settings.delta, settings.lengthscale)
 
 
-def check_seeds(config: DictConfig, source: str) -> None:
-    """Seeds, episode counts and env sizes are integers, and report seeds are fresh: their range may not meet
-    the selection range."""
-    for key in ("env.n_envs", "env.max_steps", "budget"):
-        integer_setting(config, key, source)
-    for key in ("selection_seed", "report_seed", "report_episodes"):
-        integer_setting(config, key, source, minimum=0)
-    selection = range(int(config.selection_seed), int(config.selection_seed) + int(config.budget))
-    report = range(int(config.report_seed), int(config.report_seed) + int(config.report_episodes))
+def check_seeds(settings: SearchConfig, source: str) -> None:
+    """Report seeds are fresh: their range may not meet the selection range."""
+    selection = range(settings.selection_seed, settings.selection_seed + settings.budget)
+    report = range(settings.report_seed, settings.report_seed + settings.report_episodes)
     if report and selection and report.start < selection.stop and selection.start < report.stop:
         raise ConfigError(f"{source}: report_seed: report seeds {report.start}..{report.stop - 1} overlap the "
                           f"selection seeds {selection.start}..{selection.stop - 1}")
 
 
-def check_backend(config: DictConfig, source: str) -> None:
-    if config.backend not in ("local", "ray"):
-        raise ConfigError(f"{source}: backend: unknown backend {config.backend!r}; choose local or ray")
-    if config.backend == "ray":
+def check_backend(settings: SearchConfig, source: str) -> None:
+    if settings.backend == "ray":
         try:
             import ray  # noqa: F401
         except ImportError:
             raise ConfigError(f"{source}: backend: ray is not installed (pip install 'gpc[dist]')") from None
 
 
-def make_backend(config: DictConfig, composer, make_env, store: EpisodeStore, setup: str):
-    env, progress = config.env, bool(config.get("progress", True))
-    if config.backend == "local":
-        return LocalBackend(composer, make_env, int(env.n_envs), int(env.max_steps),
-                            list(env.get("track_max", [])), store, setup, progress)
+def make_backend(settings: SearchConfig, config: DictConfig, composer, make_env, store: EpisodeStore, setup: str):
+    env = settings.env
+    if settings.backend == "local":
+        return LocalBackend(composer, make_env, env.n_envs, env.max_steps, env.track_max, store, setup,
+                            settings.progress)
     compose = OmegaConf.to_container(config.compose, resolve=True)
     for parent in compose["parents"]:  # workers may run elsewhere: give them absolute paths
         parent["path"] = str(resolve_path(str(parent["path"])).resolve())
-    workers = config.get("ray_workers")
-    return RayBackend(compose, OmegaConf.to_container(env, resolve=True), store, setup,
-                      config.get("ray_address"), int(workers) if workers else None, progress)
+    return RayBackend(compose, OmegaConf.to_container(config.env, resolve=True), store, setup, settings.ray_address,
+                      settings.ray_workers, settings.progress)
 
 
 def main(config: DictConfig, source: str = "search config") -> None:
+    settings = check(SearchConfig, config, source)
     composer = load_composer(config.compose, f"{source}: compose")
     if len(composer.parents) < 2:
         raise ConfigError(f"{source}: compose.parents: a weight search needs at least 2 parents, got 1")
     if composer.operator.name == "and":
         raise ConfigError(f"{source}: compose.operator: 'and' has no weights to search (non-zero weights only "
                           "choose the parents that take part); search convex or or")
-    if composer.operator.superposed and config.space == "schedule":
+    if composer.operator.superposed and settings.space == "schedule":
         raise ConfigError(f"{source}: space: the {composer.operator.name!r} operator takes constant weights; "
                           "search line or simplex")
     try:
-        space = make_space(str(config.space), len(composer.parents), float(config.step))
+        space = make_space(settings.space, len(composer.parents), settings.step)
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
-    check_seeds(config, source)
-    strategy = make_strategy(config, space, source)
-    check_backend(config, source)
-    make_env = env_factory(config.env, source) if config.backend == "local" else None  # Ray workers make their own
-    out = Path(config.output_dir)
+    check_seeds(settings, source)
+    try:
+        strategy = make_strategy(settings, space)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    check_backend(settings, source)
+    make_env = env_factory(config.env, source) if settings.backend == "local" else None  # Ray workers make their own
+    out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup = setup_hash(config)
-    report_seeds = range(int(config.report_seed), int(config.report_seed) + int(config.report_episodes))
-    track = list(config.env.get("track_max", []))
+    report_seeds = range(settings.report_seed, settings.report_seed + settings.report_episodes)
+    track = settings.env.track_max
     with EpisodeStore(out / "episodes.sqlite") as store:
         stored_before = store.done(setup)
-        backend = make_backend(config, composer, make_env, store, setup)
+        backend = make_backend(settings, config, composer, make_env, store, setup)
         try:
             result = run_search(space, strategy, backend, report_seeds, track[0] if track else None)
         finally:
@@ -108,7 +96,7 @@ def main(config: DictConfig, source: str = "search config") -> None:
     print(format_table(rows))
     chosen = report["chosen"]
     print(f"chosen {chosen['candidate']}: {_rate(chosen['selection'])} on its selection episodes (biased: chosen "
-          f"on them); {_rate(chosen['held_out'])} on fresh seeds from {config.report_seed}")
+          f"on them); {_rate(chosen['held_out'])} on fresh seeds from {settings.report_seed}")
     cost = report["cost"]
     print(f"cost: {cost['selection_episodes']} selection + {cost['report_episodes']} report episodes "
           f"({cost['from_store']} from the store), {cost['wall_s']:.0f} s; report in {out}")

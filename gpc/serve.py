@@ -37,8 +37,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from gpc.composer import Composer, CompositionError
-from gpc.config import ConfigError, integer_setting, load_composer, weight_candidates
+from gpc.config import ConfigError, load_composer, weight_candidates
 from gpc.operators import WeightSchedule
+from gpc.schema import check
+from gpc.schemas import ServeConfig
 
 try:  # the `serve` extra; missing, `gpc serve` says so in one line
     from websockets.asyncio.server import ServerConnection, serve
@@ -331,37 +333,34 @@ def running(server: PolicyServer) -> Iterator[int]:
 
 
 def build_server(config: DictConfig, source: str) -> PolicyServer:
+    settings = check(ServeConfig, config, source)
     composer = load_composer(config.compose, f"{source}: compose")
     n = len(composer.parents)
-    if config.get("weights") is not None:
-        weights = weight_candidates(config.weights, n, source)
+    if settings.weights is not None:
+        weights = weight_candidates(settings.weights, n, source)
     else:
         weights = weight_candidates(config.compose.get("weights"), n, source, "compose.weights")
     if len(weights) != 1:
         raise ConfigError(f"{source}: weights: serve one weight vector or schedule (requests may send their "
                           f"own), got {len(weights)}")
-    port = config.get("port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
-        raise ConfigError(f"{source}: port: need a TCP port number (0: any free port), got {port!r}")
-    token = config.get("token")
-    if token is not None and not str(token):
-        raise ConfigError(f"{source}: token: empty; give a secret or null")
+    if settings.max_message_bytes < 1024:
+        raise ConfigError(f"{source}: max_message_bytes: need >= 1024, got {settings.max_message_bytes}")
     try:
-        service = Service(composer, weights[0], integer_setting(config, "seed", source, minimum=0))
+        service = Service(composer, weights[0], settings.seed)
     except CompositionError as err:
         raise ConfigError(f"{source}: weights: {err}") from None
     except ConfigError as err:
         raise ConfigError(f"{source}: compose.parents: {err}") from None
-    return PolicyServer(service, str(config.host), port, None if token is None else str(token),
-                        integer_setting(config, "max_message_bytes", source, minimum=1024),
-                        integer_setting(config, "max_connections", source))
+    return PolicyServer(service, settings.host, settings.port, settings.token, settings.max_message_bytes,
+                        settings.max_connections)
 
 
 def main(config: DictConfig, source: str = "serve config") -> None:
-    if config.get("torch_threads") is not None:
+    threads = check(ServeConfig, config, source).torch_threads
+    if threads is not None:
         import torch
 
-        torch.set_num_threads(integer_setting(config, "torch_threads", source))
+        torch.set_num_threads(threads)
     server = build_server(config, source)
     server.service.warm_up()
     meta = server.service.metadata()

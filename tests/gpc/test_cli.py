@@ -70,7 +70,7 @@ def test_gpc_eval_runs_parents_alone_and_composed_and_writes_table_json_csv(pare
     setups = list((tmp_path / "out" / "videos").iterdir())
     assert len(setups) == 3
     assert sorted(p.name.split("_seed")[0] for s in setups for p in s.glob("*.mp4")) == ["w=0.3,0.7", "w=1", "w=1"]
-    assert all("_seed100000_" in p.name for p in setup.glob("*.mp4"))
+    assert all("_seed100000_" in p.name for s in setups for p in s.glob("*.mp4"))
 
 
 def test_gpc_eval_sweep_writes_a_sweep_plot(parents, tmp_path):
@@ -126,13 +126,13 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
     ("env.n_envs=0", "env.n_envs: need an integer >= 1, got 0"),
     ("env.max_steps=2.5", "env.max_steps: need an integer >= 1, got 2.5"),
     ("sweep=0.3", "sweep: must be a step that divides 1"),
-    ("sweep=-0.1", "sweep: must be a step that divides 1"),
+    ("sweep=-0.1", "sweep: need a number > 0 and <= 1.0, got -0.1"),
     ("compose.sampler={name:ddpm,num_inference_steps:200}", "compose: sampler.num_inference_steps: 200 exceeds"),
     ("compose.sampler={name:ddpm,timestep_spacing:middle}", "compose: sampler.timestep_spacing: must be one of"),
     ("compose.sampler={name:ddim,eta:-0.5}", "compose: sampler.eta: must be >= 0"),
-    ("compose.n_action_steps=abc", "compose: n_action_steps: need an integer, got 'abc'"),
+    ("compose.n_action_steps=abc", "compose: n_action_steps: need an integer >= 1, got 'abc'"),
     ("compose.n_action_steps=9", "compose: n_action_steps: n_action_steps=9 must be an integer within"),
-    ("compose.n_action_steps=0", "compose: n_action_steps: need >= 1, got 0"),
+    ("compose.n_action_steps=0", "compose: n_action_steps: need an integer >= 1, got 0"),
     ("compose.operator=or compose.sampler={name:ddim,eta:0.5}", "compose: sampler.eta: the 'or' operator needs"),
     ("compose.parents=[checkpoints/pusht/keypoint_flow/path_x]", "compose: parents[0]: need a mapping of path, format"),
     ("weights=0.5", "weights: need a weight vector, a list of them, or schedules"),

@@ -257,11 +257,11 @@ def test_two_runs_with_the_same_seeds_give_the_same_report_and_report_on_fresh_s
 
 @pytest.mark.parametrize("override, field", [
     ("report_seed=100003", "report_seed: report seeds 100003..100005 overlap the selection seeds"),
-    ("strategy=bayes", "strategy: unknown strategy"),
-    ("strategy=gp lengthscale=0", "lengthscale: must be > 0"),
+    ("strategy=bayes", "strategy: 'bayes' is not one of 'adaptive', 'gp', 'grid'"),
+    ("strategy=gp lengthscale=0", "lengthscale: need a number > 0, got 0"),
     ("budget=5", "budget: successive rejects over 3 candidates needs at least 6"),
     ("space=simplex step=0.3", "step: must divide 1"),
-    ("backend=slurm", "backend: unknown backend"),
+    ("backend=slurm", "backend: 'slurm' is not one of 'local', 'ray'"),
     ("compose.operator=and", "compose.operator: 'and' has no weights to search"),
     ("compose.operator=or space=schedule", "space: the 'or' operator takes constant weights"),
     ("env.n_envs=abc", "env.n_envs: need an integer >= 1, got 'abc'"),

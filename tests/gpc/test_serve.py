@@ -293,7 +293,7 @@ def test_gpc_serve_command_serves_until_stopped(tmp_path, stop):
 
 @pytest.mark.parametrize("override, message", [
     ("weights=[[0.5,0.5],[1.0,0.0]]", "weights: serve one weight vector or schedule"),
-    ("port=70000", "port: need a TCP port number"),
+    ("port=70000", "port: need an integer >= 0 and <= 65535, got 70000"),
     ("max_message_bytes=10", "max_message_bytes"),
 ])
 def test_gpc_serve_refuses_a_bad_config_in_one_line(capsys, override, message):
