@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpc.atomic import write_text_whole
 from gpc.config import ConfigError, env_factory, integer_setting, load_composer, resolve_path
-from gpc.episode_store import EpisodeStore, setup_hash
+from gpc.episode_store import EpisodeStore, check_store, setup_hash
 from gpc.evaluate import candidate_label
+from gpc.outputs import check_output_dir
 from gpc.report import Row, format_table, save_figure, summarize
 from gpc.search import (Grid, GaussianProcessRejects, LocalBackend, RayBackend, SearchResult, Space,
                         SuccessiveRejects, make_space, run_search)
@@ -75,6 +76,8 @@ def make_backend(config: DictConfig, composer, make_env, store: EpisodeStore, se
 
 
 def main(config: DictConfig, source: str = "search config") -> None:
+    out = check_output_dir(config.output_dir, source)
+    check_store(out / "episodes.sqlite", f"{source}: output_dir")
     composer = load_composer(config.compose, f"{source}: compose")
     if len(composer.parents) < 2:
         raise ConfigError(f"{source}: compose.parents: a weight search needs at least 2 parents, got 1")
@@ -92,12 +95,11 @@ def main(config: DictConfig, source: str = "search config") -> None:
     strategy = make_strategy(config, space, source)
     check_backend(config, source)
     make_env = env_factory(config.env, source) if config.backend == "local" else None  # Ray workers make their own
-    out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup = setup_hash(config)
     report_seeds = range(int(config.report_seed), int(config.report_seed) + int(config.report_episodes))
     track = list(config.env.get("track_max", []))
-    with EpisodeStore(out / "episodes.sqlite") as store:
+    with EpisodeStore(out / "episodes.sqlite", where=f"{source}: output_dir") as store:
         stored_before = store.done(setup)
         backend = make_backend(config, composer, make_env, store, setup)
         try:
@@ -152,7 +154,8 @@ def write_report(result: SearchResult, config: DictConfig, out: Path, setup: str
 
 
 def _part(row: Row) -> dict:
-    return {"episodes": row.episodes, "success_rate": row.success_rate, "success_ci": list(row.success_ci)}
+    return {"episodes": row.episodes, "success_rate": row.success_rate, "success_ci": list(row.success_ci),
+            "non_finite": row.non_finite}
 
 
 def plot_search(rows: list[Row], xs, best: Row, held_out: Row | None, on_line: bool, path: Path) -> None:

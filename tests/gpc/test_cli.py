@@ -70,7 +70,7 @@ def test_gpc_eval_runs_parents_alone_and_composed_and_writes_table_json_csv(pare
     setups = list((tmp_path / "out" / "videos").iterdir())
     assert len(setups) == 3
     assert sorted(p.name.split("_seed")[0] for s in setups for p in s.glob("*.mp4")) == ["w=0.3,0.7", "w=1", "w=1"]
-    assert all("_seed100000_" in p.name for p in setup.glob("*.mp4"))
+    assert all("_seed100000_" in p.name for s in setups for p in s.glob("*.mp4"))
 
 
 def test_gpc_eval_sweep_writes_a_sweep_plot(parents, tmp_path):
