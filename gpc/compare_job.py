@@ -36,7 +36,7 @@ def load_policies(runs, source: str) -> dict[str, dict[int, bool]]:
         path = Path(str(run)) / "episodes.sqlite"
         if not path.exists():
             raise ConfigError(f"{source}: runs[{i}]: no episodes.sqlite in {run}")
-        with EpisodeStore(path, read_only=True) as store:
+        with EpisodeStore(path, read_only=True, where=f"{source}: runs[{i}]") as store:
             setups = store.setups()
             stored = [(setup, e) for setup in setups for e in store.episodes(setup)]
         for setup, e in stored:

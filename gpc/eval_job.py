@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from gpc.composer import Composer
 from gpc.config import ConfigError, check_inputs, env_factory, load_composer, weight_candidates
-from gpc.episode_store import EpisodeStore, setup_hash
+from gpc.episode_store import EpisodeStore, check_store, setup_hash
 from gpc.evaluate import candidate_label, candidate_labels, rollout
 from gpc.operators import WeightSchedule
+from gpc.outputs import check_output_dir
 from gpc.report import format_table, summarize, write_reports
 from gpc.schema import check
 from gpc.schemas import EvalConfig
@@ -80,6 +80,8 @@ def native_alone_groups(config: DictConfig, composer: Composer) -> list[Group]:
 
 def main(config: DictConfig, source: str = "eval config") -> None:
     settings = check(EvalConfig, config, source)
+    out = check_output_dir(settings.output_dir, source)
+    check_store(out / "episodes.sqlite", f"{source}: output_dir")
     composer = load_composer(config.compose, f"{source}: compose")
     if settings.weights is not None:
         weights = weight_candidates(settings.weights, len(composer.parents), source)
@@ -99,11 +101,10 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     groups = native_alone_groups(config, composer) if native else []
     if schedules:
         groups.append(Group(composer, schedules, names, setup_hash(config)))
-    out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     rows = []
-    with EpisodeStore(out / "episodes.sqlite") as store:
+    with EpisodeStore(out / "episodes.sqlite", where=f"{source}: output_dir") as store:
         for group in groups:
             labels = group.labels
             episodes = rollout(group.composer, make_env, group.schedules, seeds, env.n_envs, env.max_steps,

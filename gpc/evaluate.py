@@ -4,6 +4,8 @@ batched composer call per control step serves all slots that need a new action c
 Sim-agnostic: an env factory returns gymnasium envs with dict observations and `info["is_success"]`;
 numeric info keys named in `track_max` (PushT's `coverage`) are recorded as their maximum over the episode's
 steps, not counting the reset frame, as Diffusion Policy's PushT score does (a start can already cover the goal).
+A non-finite action chunk (NaN or inf) never reaches the env: its slot's episode ends there as a failure with
+reason `non_finite_action` (one that never stepped keeps its reset frame's tracked values), the others go on.
 Seeds are fixed per episode, so every candidate sees the same start states, and the composer's noise for
 an episode depends only on (episode seed, control step), so candidates are compared on common noise.
 With a store (gpc.episode_store), each finished episode is recorded as it ends and a rerun skips what is
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+NON_FINITE_ACTION = "non_finite_action"
+
+
 @dataclass
 class Episode:
     candidate: str
@@ -45,6 +50,9 @@ class Episode:
     length: int
     maxima: dict[str, float] = field(default_factory=dict)
     wall_s: float = field(default=0.0, compare=False)  # from its wave's start to its end
+    # Why it ended: success, terminated (by the env, without success), truncated (by the env), time_limit
+    # (env.max_steps) or non_finite_action; None where unknown (stored before reasons were recorded).
+    reason: str | None = None
 
 
 def candidate_label(schedule: WeightSchedule) -> str:
@@ -121,6 +129,7 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
                          f"episodes first; give the factory max_episode_steps: {max_steps} too")
     videos = EpisodeVideos(video_dir, film, envs.envs[0].metadata.get("render_fps", 10)) if film else None
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
+    non_finite = 0
     try:
         for wave_start in range(0, len(todo), n_envs):
             wave = todo[wave_start:wave_start + n_envs]
@@ -136,8 +145,12 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
                                     episode.seed, episode.success, episode.length, before.success, before.length)
                     continue
                 episodes.append(episode)
+                non_finite += episode.reason == NON_FINITE_ACTION
                 if store:
                     store.record(setup, episode)
+        if non_finite:
+            log.warning("%d episodes ended on a non-finite action chunk (NaN or inf) from the composer; they count "
+                        "as failures", non_finite)
     finally:
         bar.close()
         try:
@@ -152,6 +165,7 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, vi
     n_slots = envs.num_envs
     slot_seeds = [seed for _, seed in wave] + [wave[-1][1]] * (n_slots - len(wave))
     obs, info = envs.reset(seed=slot_seeds)
+    at_reset = [{k: float(info[k][i]) for k in track_max} for i in range(n_slots)]
     history = ObsHistory(composer.n_obs_steps)
     history.reset([{k: v[i] for k, v in obs.items()} for i in range(n_slots)])
     active = np.arange(n_slots) < len(wave)
@@ -168,7 +182,17 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, vi
         if need:
             actions = _infer(composer, history.batch(need), candidates, [(*wave[i], steps[i]) for i in need])
             for i, chunk in zip(need, actions):
-                queues[i].extend(chunk)
+                if np.isfinite(chunk).all():
+                    queues[i].extend(chunk)
+                    continue
+                active[i] = False  # the slot idles on its last finite action; the env never sees this chunk
+                k, seed = wave[i]
+                yield Episode(labels[k], int(seed), False, int(steps[i]), maxima[i] if steps[i] else at_reset[i],
+                              reason=NON_FINITE_ACTION)
+                if i in filmed:
+                    videos.finish(i, labels[k], int(seed), False)
+            if not active.any():
+                break
         for i in range(n_slots):
             if active[i]:
                 last_action[i] = queues[i].popleft()
@@ -188,9 +212,12 @@ def _run_wave(composer, envs, candidates, labels, wave, max_steps, track_max, vi
             if terminated[i] or truncated[i] or info["is_success"][i] or steps[i] >= max_steps:
                 active[i], ended[i] = False, True
                 k, seed = wave[i]
-                yield Episode(labels[k], int(seed), bool(info["is_success"][i]), int(steps[i]), maxima[i])
+                success = bool(info["is_success"][i])
+                reason = ("success" if success else "terminated" if terminated[i] else "truncated" if truncated[i]
+                          else "time_limit")
+                yield Episode(labels[k], int(seed), success, int(steps[i]), maxima[i], reason=reason)
                 if i in filmed:  # after the episode is stored: a failed write loses no episode
-                    videos.finish(i, labels[k], int(seed), bool(info["is_success"][i]))
+                    videos.finish(i, labels[k], int(seed), success)
         idle_done = np.asarray(terminated | truncated) | ended
         if idle_done.any() and active.any():
             # A vector env without autoreset refuses to step an ended env: reset it to idle until the wave ends.

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from gpc.atomic import whole_file, write_text_whole
-from gpc.evaluate import Episode
+from gpc.evaluate import NON_FINITE_ACTION, Episode
 from gpc.stats import mean_interval, wilson_interval
 
 
@@ -25,6 +25,7 @@ class Row:
     success_ci: tuple[float, float]
     mean_length: float
     maxima: dict[str, tuple[float, float, float]]  # key -> (mean, ci low, ci high)
+    non_finite: int  # episodes ended as failures on a non-finite action chunk (NaN or inf): 0 for a sound policy
 
 
 def summarize(episodes: Sequence[Episode], candidates: Sequence[str], names: Sequence[str]) -> list[Row]:
@@ -39,19 +40,21 @@ def summarize(episodes: Sequence[Episode], candidates: Sequence[str], names: Seq
             values = [e.maxima[key] for e in mine]
             maxima[key] = (float(np.mean(values)), *mean_interval(values))
         rows.append(Row(name, label, len(mine), successes / len(mine), wilson_interval(successes, len(mine)),
-                        float(np.mean([e.length for e in mine])), maxima))
+                        float(np.mean([e.length for e in mine])), maxima,
+                        sum(e.reason == NON_FINITE_ACTION for e in mine)))
     return rows
 
 
 def format_table(rows: Sequence[Row]) -> str:
     keys = list(rows[0].maxima) if rows else []
-    header = ["policy", "episodes", "success % [95% CI]"] + [f"mean max {k} [95% CI]" for k in keys] + ["mean length"]
+    header = (["policy", "episodes", "success % [95% CI]"] + [f"mean max {k} [95% CI]" for k in keys]
+              + ["mean length", "non-finite"])
     lines = [header]
     for r in rows:
         cells = [r.name, str(r.episodes),
                  f"{100 * r.success_rate:5.1f} [{100 * r.success_ci[0]:4.1f}, {100 * r.success_ci[1]:4.1f}]"]
         cells += [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in (r.maxima[k] for k in keys)]
-        cells.append(f"{r.mean_length:.0f}")
+        cells += [f"{r.mean_length:.0f}", str(r.non_finite)]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = [" | ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in lines]
@@ -67,10 +70,10 @@ def write_reports(rows: Sequence[Row], out: Path, sweep: Sequence[tuple[float, R
     writer = csv.writer(table)
     keys = list(rows[0].maxima) if rows else []
     writer.writerow(["policy", "candidate", "episodes", "success_rate", "success_ci_low", "success_ci_high",
-                     "mean_length"] + [f"mean_max_{k}" for k in keys])
+                     "mean_length"] + [f"mean_max_{k}" for k in keys] + ["non_finite"])
     for r in rows:
         writer.writerow([r.name, r.candidate, r.episodes, r.success_rate, *r.success_ci, r.mean_length]
-                        + [r.maxima[k][0] for k in keys])
+                        + [r.maxima[k][0] for k in keys] + [r.non_finite])
     write_text_whole(out / "summary.csv", table.getvalue())
     if sweep:
         plot_sweep(sweep, out / "sweep.png", sweep_label)

@@ -11,8 +11,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpc.atomic import write_text_whole
 from gpc.config import ConfigError, env_factory, load_composer, resolve_path
-from gpc.episode_store import EpisodeStore, setup_hash
+from gpc.episode_store import EpisodeStore, check_store, setup_hash
 from gpc.evaluate import candidate_label
+from gpc.outputs import check_output_dir
 from gpc.report import Row, format_table, save_figure, summarize
 from gpc.schema import check
 from gpc.schemas import SearchConfig
@@ -60,6 +61,8 @@ def make_backend(settings: SearchConfig, config: DictConfig, composer, make_env,
 
 def main(config: DictConfig, source: str = "search config") -> None:
     settings = check(SearchConfig, config, source)
+    out = check_output_dir(settings.output_dir, source)
+    check_store(out / "episodes.sqlite", f"{source}: output_dir")
     composer = load_composer(config.compose, f"{source}: compose")
     if len(composer.parents) < 2:
         raise ConfigError(f"{source}: compose.parents: a weight search needs at least 2 parents, got 1")
@@ -80,12 +83,11 @@ def main(config: DictConfig, source: str = "search config") -> None:
         raise ConfigError(f"{source}: {err}") from None
     check_backend(settings, source)
     make_env = env_factory(config.env, source) if settings.backend == "local" else None  # Ray workers make their own
-    out = Path(settings.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup = setup_hash(config)
     report_seeds = range(settings.report_seed, settings.report_seed + settings.report_episodes)
     track = settings.env.track_max
-    with EpisodeStore(out / "episodes.sqlite") as store:
+    with EpisodeStore(out / "episodes.sqlite", where=f"{source}: output_dir") as store:
         stored_before = store.done(setup)
         backend = make_backend(settings, config, composer, make_env, store, setup)
         try:
@@ -140,7 +142,8 @@ def write_report(result: SearchResult, config: DictConfig, out: Path, setup: str
 
 
 def _part(row: Row) -> dict:
-    return {"episodes": row.episodes, "success_rate": row.success_rate, "success_ci": list(row.success_ci)}
+    return {"episodes": row.episodes, "success_rate": row.success_rate, "success_ci": list(row.success_ci),
+            "non_finite": row.non_finite}
 
 
 def plot_search(rows: list[Row], xs, best: Row, held_out: Row | None, on_line: bool, path: Path) -> None:

@@ -1,5 +1,7 @@
 """The vectorized evaluator on a dummy env whose episodes end at known steps."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -7,6 +9,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 
 from gpc.composer import Composer
@@ -239,3 +242,110 @@ def test_a_probe_refuses_videos_from_an_env_that_renders_no_frames():
     probe.close()
     with pytest.raises(ConfigError, match="configs/eval.yaml: videos: the env renders no RGB frames"):
         env_factory(env, "configs/eval.yaml", need_frames=True)
+
+
+class EndingEnv(CountdownEnv):
+    """Ends each seed's episode its own way at step 2: seed 0 succeeds, 1 is terminated by the env, 2 is
+    truncated by the env, 3 runs on to the step limit."""
+
+    def step(self, action):
+        obs, reward, _, _, info = super().step(action)
+        ends = self.t >= 2
+        success = ends and self.target == 1
+        return obs, reward, success or (ends and self.target == 2), ends and self.target == 3, {
+            **info, "is_success": success}
+
+    def reset(self, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        if seed is not None:
+            self.target = seed + 1
+        return obs, info
+
+
+def test_episodes_record_why_they_ended():
+    episodes = rollout(composer(), EndingEnv, [WeightSchedule.constant([1.0, 0.0])], [0, 1, 2, 3], 4, 3,
+                       progress=False)
+    assert {e.seed: (e.reason, e.success, e.length) for e in episodes} == {
+        0: ("success", True, 2), 1: ("terminated", False, 2), 2: ("truncated", False, 2), 3: ("time_limit", False, 3)}
+
+
+class PoisonEnv(CountdownEnv):
+    """CountdownEnv whose observation flags `poison` from step POISONED[seed] on; every action any instance
+    is given is kept in `received`."""
+
+    observation_space = spaces.Dict({**CountdownEnv.observation_space.spaces,
+                                     "poison": spaces.Box(0, 1, (1,), np.float32)})
+    POISONED = {1: 0, 4: 4, 6: 0}  # seed -> the step from which the parent answers NaN
+    received: list = []
+
+    def _obs(self, obs):
+        return {**obs, "poison": np.array([float(self.t >= self.POISONED.get(self.seed_used, 10**9))], np.float32)}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.seed_used = seed
+        obs, info = super().reset(seed=seed, options=options)
+        return self._obs(obs), info
+
+    def step(self, action):
+        PoisonEnv.received.append(np.array(action))
+        obs, *rest = super().step(action)
+        return (self._obs(obs), *rest)
+
+
+class PoisonedParent(GaussianParent):
+    """GaussianParent that predicts NaN for the rows whose observation is flagged `poison`."""
+
+    def encode(self, obs):
+        flag = torch.as_tensor(np.asarray(obs["poison"])[:, -1], dtype=torch.float64).reshape(-1, 1)
+        return torch.cat([super().encode(obs), flag], 1)
+
+    def predict(self, sample, timestep, encoding):
+        out = super().predict(sample, timestep, encoding[:, :-1]).clone()
+        out[encoding[:, -1] > 0] = float("nan")
+        return out
+
+
+def test_a_non_finite_chunk_ends_only_its_episode_as_a_failure_and_never_reaches_the_env(tmp_path, caplog):
+    from gpc.episode_store import EpisodeStore
+    from gpc.report import format_table, summarize, write_reports
+
+    parent = PoisonedParent("plus", VPSchedule(), "epsilon", np.full((4, 1), 2.0), 0.01 * np.eye(4))
+    model = Composer([parent], SamplerConfig("ddim", 5, VPSchedule()))  # 4-step chunks
+    PoisonEnv.received = []
+    seeds = list(range(7))  # waves [0 1 2] [3 4 5] [6]: the last one's only episode is poisoned at once
+    with EpisodeStore(tmp_path / "episodes.sqlite") as store, caplog.at_level("WARNING", logger="gpc.evaluate"):
+        episodes = rollout(model, PoisonEnv, [WeightSchedule.constant([1.0])], seeds, 3, 8, ["progress"],
+                           store=store, setup="s", progress=False)
+        assert sorted(store.episodes("s"), key=lambda e: e.seed) == sorted(episodes, key=lambda e: e.seed)
+    by_seed = {e.seed: e for e in episodes}
+    assert sorted(by_seed) == seeds
+    for seed in (1, 6):  # NaN from the first chunk: no step taken; the reset frame's progress is kept
+        assert (by_seed[seed].success, by_seed[seed].length, by_seed[seed].reason) == (False, 0, "non_finite_action")
+        assert by_seed[seed].maxima == {"progress": 0.0}
+    # seed 4 needs 5 steps: its first chunk ran (4 steps, actions near +2), the second was NaN
+    assert (by_seed[4].success, by_seed[4].length, by_seed[4].reason) == (False, 4, "non_finite_action")
+    assert abs(by_seed[4].maxima["progress"] - 2) < 0.5
+    for seed in (0, 2, 3, 5):  # the other slots, in the same waves, went on to succeed at their countdown
+        assert (by_seed[seed].success, by_seed[seed].length, by_seed[seed].reason) == (True, seed % 5 + 1, "success")
+    received = np.concatenate(PoisonEnv.received)
+    assert len(received) > 0 and np.isfinite(received).all()
+    assert "3 episodes ended on a non-finite action chunk" in caplog.text
+
+    row, = summarize(episodes, ["w=1"], ["plus"])
+    assert (row.episodes, row.non_finite, row.success_rate) == (7, 3, 4 / 7)
+    table = format_table([row]).splitlines()
+    assert table[0].split(" | ")[-1].strip() == "non-finite" and table[2].split(" | ")[-1].strip() == "3"
+    write_reports([row], tmp_path / "report")
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())[0]["non_finite"] == 3
+    with open(tmp_path / "report" / "summary.csv") as stream:
+        assert [r["non_finite"] for r in csv.DictReader(stream)] == ["3"]
+
+
+def test_a_sound_policy_reports_no_non_finite_episodes():
+    from gpc.report import format_table, summarize
+
+    episodes = rollout(composer(), CountdownEnv, [WeightSchedule.constant([1.0, 0.0])], [0, 1], 2, 6, progress=False)
+    row, = summarize(episodes, ["w=1,0"], ["plus"])
+    assert row.non_finite == 0 and {e.reason for e in episodes} == {"success"}
+    assert format_table([row]).splitlines()[2].split(" | ")[-1].strip() == "0"
