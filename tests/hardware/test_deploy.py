@@ -106,7 +106,8 @@ def unused_tcp_port():
 def test_camera_frames_arrive_decoded(fmt, message_type):
     from gpc.hardware.rosbridge_sim import RosbridgeSim
 
-    config = sim_arm(**{"topics.cameras": [{"name": "front", "topic": "/camera/image", "type": message_type}]})
+    config = sim_arm(**{"topics.cameras": [{"name": "front", "topic": "/camera/image", "type": message_type,
+                                            "max_bytes": 1 << 20}]})
     with RosbridgeSim(port=0, camera=fmt, camera_size=(32, 24), camera_rate_hz=20) as server:
         with RosRobot(config, "127.0.0.1", server.port) as robot:
             robot.connect(5)

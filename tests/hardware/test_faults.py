@@ -124,20 +124,25 @@ def test_a_huge_jump_holds_the_arm(sim, deploy_config, start_deploy, assert_safe
     corrupt_and_expect_hold(sim, deploy_config, start_deploy, assert_safe, far, "jump")
 
 
-def test_the_estop_holds_the_arm_until_restart(sim, deploy_config, start_deploy, assert_safe):
-    config, _, deployment = deploy_with_fault(sim, deploy_config, start_deploy)
+@pytest.mark.parametrize("hold_while_estopped", [False, True])
+def test_the_estop_stops_the_arm_until_restart(sim, deploy_config, start_deploy, assert_safe, hold_while_estopped):
+    config, _, deployment = deploy_with_fault(sim, deploy_config, start_deploy, overrides=[
+        f"robot.hold_while_estopped={str(hold_while_estopped).lower()}"])
     pressed = time.monotonic()
     sim.publish("/estop", {"data": True}, latch=True)
     time.sleep(0.3)
-    sim.publish("/estop", {"data": False}, latch=True)  # released: still held (latched)
+    sim.publish("/estop", {"data": False}, latch=True)  # released: still stopped (a press latches until restart)
     summary = deployment.join()
     limits = robot_config(config.robot, SOURCE).limits
     detected = onset(summary, "estop")
     assert detected - pressed <= PERIOD + SLACK
     commands = sim.commands()
     assert_safe(commands, limits)
-    assert_holds(commands, detected + SLACK)
     assert summary["safety_events"]["estop"] == 1
+    if hold_while_estopped:
+        assert_holds(commands, detected + SLACK)
+    else:  # nothing at all goes out
+        assert not [c for c in commands if c.received > detected + SLACK]
 
 
 def test_a_stalled_observation_stream_holds_the_arm_until_it_resumes(sim, deploy_config, start_deploy, assert_safe):
@@ -164,8 +169,7 @@ def test_a_dropped_connection_holds_the_arm_until_restart_or_resumes_safely_if_a
     config, _, deployment = deploy_with_fault(sim, deploy_config, start_deploy, overrides=[
         "duration_s=4.5", f"robot.resume_after_reconnect={str(resume).lower()}"])
     limits = robot_config(config.robot, SOURCE).limits
-    dropped = time.monotonic()
-    sim.drop_connections()
+    dropped = sim.drop_connections()
     summary = deployment.join()
     assert onset(summary, "connection_lost") - dropped <= PERIOD + SLACK
     assert summary["disconnects"] == 1
@@ -174,8 +178,11 @@ def test_a_dropped_connection_holds_the_arm_until_restart_or_resumes_safely_if_a
     before = [c for c in commands if c.received <= dropped]
     after = [c for c in commands if c.received > dropped]
     assert after, "no command after reconnecting"
-    # While disconnected the arm kept the last command: it is there when the first command after arrives.
+    # While disconnected the arm kept the last command: it is there when the first command after arrives,
     assert np.abs(after[0].measured - before[-1].positions).max() < 0.02
-    assert np.array_equal(after[0].positions, before[-1].positions)  # and the first command after is a hold
+    # and the first command after holds the last one written (within a step: it may be lost with the
+    # connection), or starts from it at rest.
+    step = limits.velocity * limits.period + limits.acceleration * limits.period ** 2
+    assert np.all(np.abs(after[0].positions - before[-1].positions) <= step + 1e-9)
     moved = not all(np.array_equal(c.positions, before[-1].positions) for c in after)
     assert moved == resume  # by default the arm holds until restart: an e-stop may have been lost meanwhile
