@@ -155,7 +155,9 @@ def robot_config(value: Any, source: str, prefix: str = "robot") -> RobotConfig:
     if text("topics.joint_states.type") != "sensor_msgs/JointState":
         fail("topics.joint_states.type", "only sensor_msgs/JointState is supported")
     estop = get("topics.estop")
-    if estop != NO_ESTOP:
+    if estop == NO_ESTOP:
+        estop = None
+    else:
         if (not isinstance(estop, Mapping) or estop.get("type") != "std_msgs/Bool"
                 or not isinstance(estop.get("topic"), str) or not estop["topic"]):
             fail("topics.estop", f"need {{topic: ..., type: std_msgs/Bool, timeout_s: ..., max_bytes: ...}}, or "

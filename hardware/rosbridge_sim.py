@@ -176,7 +176,9 @@ class RosbridgeSim:
     `port=0` picks a free port (read `port` after `start()`). Joint states go out at `rate_hz` on
     `joint_states_topic`; commands are taken on `command_topic`; the e-stop heartbeat goes out at
     `estop_rate_hz` on `estop_topic` (None: no e-stop); `camera` ("jpeg" or "raw") adds a TinyRenderer camera
-    at `camera_rate_hz` on `camera_topic`, rendered at `camera_size` and enlarged `camera_scale` times.
+    at `camera_rate_hz` on `camera_topic`, rendered at `camera_size` and enlarged `camera_scale` times; with
+    `camera_still` the first picture is sent again and again (a render holds the server's loop for ~16 ms,
+    which would make its receive times late).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9090, rate_hz: float = 50.0,
@@ -184,14 +186,15 @@ class RosbridgeSim:
                  camera: str | None = None, camera_topic: str = "/camera/image",
                  camera_size: tuple[int, int] = (64, 48), camera_rate_hz: float = 10.0, urdf: str = DEFAULT_URDF,
                  home: tuple[float, ...] = PANDA_HOME, record_limit: int | None = None,
-                 estop_topic: str | None = "/estop", estop_rate_hz: float = 20.0, camera_scale: int = 1):
+                 estop_topic: str | None = "/estop", estop_rate_hz: float = 20.0, camera_scale: int = 1,
+                 camera_still: bool = False):
         if camera is not None and camera not in CAMERA_TYPES:
             raise ValueError(f"camera must be one of {sorted(CAMERA_TYPES)} or None, got {camera!r}")
         self.host, self.port, self.rate_hz = host, port, rate_hz
         self.joint_states_topic, self.command_topic = joint_states_topic, command_topic
         self.camera, self.camera_topic, self.camera_size, self.camera_rate_hz = (camera, camera_topic, camera_size,
                                                                                  camera_rate_hz)
-        self.urdf, self.home, self.camera_scale = urdf, home, camera_scale
+        self.urdf, self.home, self.camera_scale, self.camera_still = urdf, home, camera_scale, camera_still
         self.estop_topic, self.estop_rate_hz = estop_topic, estop_rate_hz
         self._lock = threading.Condition()
         self._commands: deque[ReceivedCommand] = deque(maxlen=record_limit)
@@ -294,11 +297,12 @@ class RosbridgeSim:
         self._call(lambda: self._broadcast_all(b"\xff" + os.urandom(size - 1), text_frame))
 
     def send_large(self, topic: str, size: int) -> None:
-        """One publish message of `size` bytes on `topic`, a list of numbers (the costliest JSON to decode)."""
-        head = json.dumps({"op": "publish", "topic": topic, "msg": {"data": []}})[:-3]
-        count = max((size - len(head) - 3) // 6, 1)
-        text = head + ", ".join(["0.5"] * count) + "]}}"
-        self._call(lambda: self._broadcast_all(text))
+        """One publish message of about `size` bytes on `topic`, a list of numbers (the costliest JSON to decode),
+        sent a 64 KiB frame at a time: neither building nor sending it holds up the server's loop."""
+        head = json.dumps({"op": "publish", "topic": topic, "msg": {"data": []}})[:-3].encode()
+        chunk = b"0.5, " * 13107
+        fragments = [head] + [chunk] * max((size - len(head)) // len(chunk), 1) + [b"0.5]}}"]
+        self._call(lambda: [asyncio.ensure_future(c.ws.send(fragments, text=True)) for c in self._clients])
 
     def commands(self, start: int = 0) -> list[ReceivedCommand]:
         """The commands received, from the `start`-th one on (counting every command ever received)."""
@@ -451,10 +455,10 @@ class RosbridgeSim:
             if client is not sender and topic in client.subscriptions:
                 self._send(client, text)
 
-    def _broadcast(self, topic: str, text: str) -> None:
+    def _broadcast(self, topic: str, text: str | bytes) -> None:
         from websockets.asyncio.server import broadcast
 
-        broadcast([c.ws for c in self._clients if topic in c.subscriptions], text)
+        broadcast([c.ws for c in self._clients if topic in c.subscriptions], text, text=True)
 
     def _broadcast_all(self, data: str | bytes, text: bool | None = None) -> None:
         from websockets.asyncio.server import broadcast
@@ -475,6 +479,7 @@ class RosbridgeSim:
         their rates."""
         period = 1.0 / self.rate_hz
         next_tick = next_frame = next_beat = time.monotonic()
+        frame = None
         while True:
             now = time.monotonic()
             self._arm.advance_to(now - self._t0)
@@ -488,11 +493,13 @@ class RosbridgeSim:
                                 json.dumps({"op": "publish", "topic": self.joint_states_topic, "msg": msg}))
                 if self.camera is not None and now >= next_frame:
                     next_frame = now + 1.0 / self.camera_rate_hz
-                    rgb = self._arm.render(*self.camera_size)
-                    if self.camera_scale > 1:
-                        rgb = rgb.repeat(self.camera_scale, axis=0).repeat(self.camera_scale, axis=1)
-                    self._broadcast(self.camera_topic, json.dumps(
-                        {"op": "publish", "topic": self.camera_topic, "msg": image_message(rgb, self.camera)}))
+                    if frame is None or not self.camera_still:
+                        rgb = self._arm.render(*self.camera_size)
+                        if self.camera_scale > 1:
+                            rgb = rgb.repeat(self.camera_scale, axis=0).repeat(self.camera_scale, axis=1)
+                        frame = json.dumps({"op": "publish", "topic": self.camera_topic,
+                                            "msg": image_message(rgb, self.camera)}).encode()
+                    self._broadcast(self.camera_topic, frame)
             if beating and now >= next_beat:
                 next_beat = now + 1.0 / self.estop_rate_hz
                 self._route(None, self.estop_topic, {"data": False}, latch=True)
@@ -522,7 +529,8 @@ REMOTE = ("drop_connections", "stall", "publish", "estop_heartbeat", "refuse_sub
 
 class SimProcess:
     """A `RosbridgeSim` in a child process, driven through the same hooks (the methods in `REMOTE`) over JSON
-    lines on its stdin and stdout. `kwargs` are the simulator's command-line options (`camera="raw"`, ...);
+    lines on its stdin and stdout. `kwargs` are the simulator's command-line options (`camera="raw"`,
+    `camera_still=True`, ...);
     its log goes to `log` (a path) or nowhere. With `realtime`, the child asks for real-time scheduling, as
     a robot's driver runs: its receive times are the measurement, and under load a normally scheduled
     process read commands up to tens of milliseconds late. `realtime` says afterwards whether it got it."""
@@ -530,8 +538,8 @@ class SimProcess:
     def __init__(self, log: str | os.PathLike | None = None, realtime: bool = True, **kwargs):
         self.argv = [sys.executable, "-m", "gpc.hardware.rosbridge_sim", "--port", "0", "--control"]
         self.argv += ["--realtime"] if realtime else []
-        for key, value in kwargs.items():
-            self.argv += [f"--{key.replace('_', '-')}", str(value)]
+        for key, value in kwargs.items():  # True: a flag
+            self.argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
         self.log, self.process, self.port, self.joint_names, self.realtime = log, None, None, [], False
         self._lock = threading.Lock()
 
@@ -626,6 +634,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--camera-size", default="64x48", help="rendered size, WIDTHxHEIGHT")
     parser.add_argument("--camera-scale", type=int, default=1, help="enlarge each rendered frame this many times")
     parser.add_argument("--camera-rate", type=float, default=10.0, help="camera rate (Hz)")
+    parser.add_argument("--camera-still", action="store_true",
+                        help="send the first picture again and again (a render holds the server ~16 ms)")
     parser.add_argument("--record-limit", type=int, default=10_000, help="commands kept for inspection")
     parser.add_argument("--control", action="store_true",
                         help="take hook calls as JSON lines on stdin (gpc.hardware.rosbridge_sim.SimProcess)")
@@ -644,7 +654,8 @@ def main(argv: list[str] | None = None) -> None:
     sim = RosbridgeSim(args.host, args.port, args.rate, args.joint_states_topic, args.command_topic, args.camera,
                        args.camera_topic, (width, height), args.camera_rate, record_limit=args.record_limit,
                        estop_topic=None if args.estop_topic == "none" else args.estop_topic,
-                       estop_rate_hz=args.estop_rate, camera_scale=args.camera_scale).start()
+                       estop_rate_hz=args.estop_rate, camera_scale=args.camera_scale,
+                       camera_still=args.camera_still).start()
     try:
         if args.control:
             serve_requests(sim, realtime)

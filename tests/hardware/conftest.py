@@ -91,13 +91,12 @@ def start_deploy():
         deployment.thread.join(30)
 
 
-def check_arrivals(commands, limits, realtime: bool = True) -> None:
+def check_arrivals(commands, limits, jitter: float) -> None:
     """The limits as the arm received the commands, from their arrival times: each step within the velocity
     limit times the time since the previous command arrived, and the speed rising by at most the acceleration
-    limit times that time (from rest after a reversal). Arrival times may be late by up to `jitter`, so speeds
-    are bounded from below (gap + jitter) for the step checked and from above (gap - jitter) for the one
-    before it."""
-    jitter = JITTER[realtime]
+    limit times that time (from rest after a reversal). Arrival times may be late by up to `jitter` seconds,
+    so speeds are bounded from below (gap + jitter) for the step checked and from above (gap - jitter) for
+    the one before it."""
     received = np.array([c.received for c in commands])
     steps = np.diff(np.stack([c.positions for c in commands]), axis=0)
     gaps = np.diff(received)[:, None]
@@ -109,13 +108,17 @@ def check_arrivals(commands, limits, realtime: bool = True) -> None:
     high = np.abs(steps) / np.maximum(gaps - jitter, 1e-4)
     base = np.where(np.sign(steps[1:]) == np.sign(steps[:-1]), high[:-1], 0.0)
     rising = low[1:] > base + limits.acceleration * (gaps[1:] + jitter) + 1e-9
-    assert not rising.any(), f"speed rose faster than the acceleration limit at {np.argwhere(rising)[:3].tolist()}"
+    if rising.any():
+        k, j = np.argwhere(rising)[0]
+        raise AssertionError(f"joint {j}: speed rose faster than the acceleration limit at command {k + 2}: steps "
+                             f"{steps[max(k - 1, 0):k + 3, j].round(5).tolist()} rad, gaps "
+                             f"{(gaps[max(k - 1, 0):k + 3, 0] * 1e3).round(2).tolist()} ms")
 
 
 @pytest.fixture
 def assert_arrivals(sim):
     """`check(commands, limits)`: `check_arrivals` with the jitter the simulated arm's scheduling allows."""
-    return lambda commands, limits: check_arrivals(commands, limits, sim.realtime)
+    return lambda commands, limits: check_arrivals(commands, limits, JITTER[sim.realtime])
 
 
 @pytest.fixture
@@ -123,9 +126,10 @@ def assert_safe(sim):
     """`check(commands, limits)`: every command finite, inside the joint limits, within one velocity step of
     the previous one and within the velocity and acceleration limits as the arm received them
     (`check_arrivals`), and within max_jump of the arm's position when it arrived (plus the distance the arm
-    can travel at the velocity limit in one watchdog timeout, the oldest observation a command may use)."""
+    can travel at the velocity limit in one watchdog timeout, the oldest observation a command may use).
+    `jitter` overrides the allowance for late arrival stamps."""
 
-    def check(commands, limits):
+    def check(commands, limits, jitter: float | None = None):
         assert commands, "the arm received no command"
         positions = np.stack([c.positions for c in commands])
         measured = np.stack([c.measured for c in commands])
@@ -133,7 +137,7 @@ def assert_safe(sim):
         assert np.all(positions >= limits.lower) and np.all(positions <= limits.upper), "command beyond joint limits"
         steps = np.abs(np.diff(positions, axis=0))
         assert np.all(steps <= limits.velocity * limits.period + 1e-9), f"velocity step {steps.max():.4f} rad"
-        check_arrivals(commands, limits, sim.realtime)
+        check_arrivals(commands, limits, JITTER[sim.realtime] if jitter is None else jitter)
         jumps = np.abs(positions - measured)
         assert np.all(jumps <= limits.max_jump + limits.velocity * limits.watchdog_timeout), \
             f"jump {jumps.max():.3f} rad from the measured position"
