@@ -181,13 +181,14 @@ class EstopMonitor:
         with self._lock:
             if self._pressed:
                 return True
+            before = self._fault
+            if before is None and now - self._last_good > timeout:
+                self._fault = f"no well-formed message for {timeout} s"
+            elif before == "not confirmed" and now - self._subscribed > timeout:
+                self._fault = f"no well-formed message within {timeout} s of subscribing (subscription not confirmed)"
             fault = self._fault
-            if fault is None and now - self._last_good > timeout:
-                fault = f"no well-formed message for {timeout} s"
-            elif fault == "not confirmed" and now - self._subscribed > timeout:
-                fault = f"no well-formed message within {timeout} s of subscribing (subscription not confirmed)"
-        if fault != self._fault:
-            self._engage(fault)
+        if fault != before:
+            LOG.error("e-stop on %s engaged: %s", self.config.topic, fault)
         return fault is not None
 
     @property

@@ -19,7 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from gpc.hardware.receive import Drops, Frame, JointState, Receiver
-from gpc.hardware.robot_config import RobotConfig, robot_config  # noqa: F401 - robot_config is imported from here
+from gpc.hardware.robot_config import RobotConfig
 from gpc.hardware.safety import SafeCommand, Sent
 from gpc.hardware.send import Outbox
 

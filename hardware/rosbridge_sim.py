@@ -49,7 +49,8 @@ JOINT_STATE_FAULTS = (None, "freeze", "backwards", "stamp_offset", "list")
 @dataclass(frozen=True)
 class ReceivedCommand:
     """One command as the arm got it: `received` is time.monotonic() at receipt, `measured` the arm's joint
-    positions at that moment, `applied` False when it was refused (malformed or non-finite)."""
+    positions at the last simulation tick before, `applied` False when it was refused (malformed or
+    non-finite)."""
 
     received: float
     positions: np.ndarray

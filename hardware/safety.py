@@ -300,7 +300,8 @@ class SafetyLayer:
         sent = self._dry_sent if self.dry_run else self.robot.claim()
         elapsed = None if sent is None else now - sent.written
         if elapsed is not None and elapsed < self.limits.min_interval:
-            self.too_soon += not watchdog
+            if not watchdog:
+                self.too_soon += 1
             return None
         inputs = Inputs(target, measured, age, not self.disconnected, estop)
         last = None if sent is None else sent.positions
@@ -320,8 +321,9 @@ class SafetyLayer:
         if verdict.positions is None or ("estop" in verdict.faults and not self.hold_while_estopped):
             return None
         command = SafeCommand(verdict.positions, now, verdict.held, token=_TOKEN)
-        self.held += verdict.held
-        self.watchdog_holds += watchdog
+        if verdict.held:
+            self.held += 1
+            self.watchdog_holds += 1 if watchdog else 0
         if self.dry_run:
             LOG.debug("dry run: would send %s", command)
             if self._commands is not None:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from gpc.hardware.robot import robot_config
+from gpc.hardware.robot_config import robot_config
 
 pytest.importorskip("roslibpy")
 pytest.importorskip("pybullet")

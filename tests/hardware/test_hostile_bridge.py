@@ -9,7 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from gpc.cli import CONFIG_DIR
-from gpc.hardware.robot import RobotConnectionError, RosRobot, robot_config
+from gpc.hardware.robot import RobotConnectionError, RosRobot
+from gpc.hardware.robot_config import robot_config
 from gpc.hardware.safety import SafetyLayer
 
 pytest.importorskip("roslibpy")
