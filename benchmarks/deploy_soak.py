@@ -49,16 +49,27 @@ def main() -> None:
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="deploy_soak_"))
     log_dir.mkdir(parents=True, exist_ok=True)
     options = {**CAMERA_OPTIONS, "camera_rate": args.camera_hz} if args.camera else {}
-    sim = SimProcess(log=log_dir / "sim.log", rate=args.rate, record_limit=100_000, **options).start()
+    sim = SimProcess(log=log_dir / "sim.log", rate=args.rate, record_limit=5000, **options).start()
     samples: list[tuple[float, float]] = []
-    arrivals: list = []
+    # Arrival times and positions of every command the arm received, in arrays filled up front so that
+    # recording them does not count as growth of this process.
+    capacity = int(args.minutes * 60 * 50 * 1.2) + 1000
+    received, positions = np.full(capacity, np.nan), np.full((capacity, len(sim.joint_names)), np.nan)
+    count = 0
     done = threading.Event()
 
+    def fetch():
+        """The commands received since the last fetch (the simulator keeps the last 5000)."""
+        nonlocal count
+        for command in sim.commands(count):
+            received[count], positions[count] = command.received, command.positions
+            count += 1
+
     def sample():
-        """Memory every 5 s; the commands the arm received, fetched as they come (the simulator keeps 100k)."""
+        """Memory and the commands the arm received, every 5 s."""
         while not done.wait(5.0):
             samples.append((time.monotonic(), rss_mib()))
-            arrivals.extend(sim.commands(len(arrivals)))
+            fetch()
 
     try:
         overrides = [f"port={sim.port}", f"duration_s={args.minutes * 60}", f"log_dir={log_dir}"]
@@ -71,15 +82,14 @@ def main() -> None:
         summary = run(config, "configs/deploy.yaml")
         done.set()
         sampler.join()
-        arrivals.extend(sim.commands(len(arrivals)))
+        fetch()
         sim_rss_end, rss_end = rss_mib(sim.process.pid), rss_mib()
         realtime = sim.realtime
     finally:
         sim.stop()
     limits = robot_config(config.robot, "configs/deploy.yaml").limits
-    received = np.array([c.received for c in arrivals])
-    gaps = np.diff(received)
-    speed = np.abs(np.diff(np.stack([c.positions for c in arrivals]), axis=0)) / np.maximum(gaps, 1e-6)[:, None]
+    gaps = np.diff(received[:count])
+    speed = np.abs(np.diff(positions[:count], axis=0)) / np.maximum(gaps, 1e-6)[:, None]
     ratio = (speed / limits.velocity).max(axis=1)
     steady = [(t, m) for t, m in samples if t - began >= 60] or samples
     slope = np.polyfit([t for t, _ in steady], [m for _, m in steady], 1)[0] * 60 if len(steady) > 2 else float("nan")
@@ -91,7 +101,7 @@ def main() -> None:
                 "loopback"),
         ("control ticks", summary["ticks"]),
         ("commands published", f"{summary['commands_published']} ({summary['holds']} holds); the arm received "
-                               f"{len(arrivals)}"),
+                               f"{count}"),
         ("commands not written", f"{summary['commands_replaced']} replaced, {summary['commands_late']} late; "
                                  f"{summary['ticks_too_soon']} ticks within min_command_interval_s"),
         ("deadline misses", f"{summary['deadline_misses']} ({100 * summary['deadline_misses'] / ticks:.3f} % "

@@ -24,7 +24,6 @@ from typing import Any, Callable, Mapping
 import roslibpy
 from roslibpy.comm.comm_asyncio import AsyncioRosBridgeClientFactory, AsyncioRosBridgeProtocol
 
-
 LOG = logging.getLogger(__name__)
 
 CONTROL_LIMIT = 65536  # bytes: status and other protocol messages, and any message whose head names no topic

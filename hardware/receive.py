@@ -138,8 +138,9 @@ def decode_image(msg: Any, message_type: str) -> np.ndarray:
 class EstopMonitor:
     """The e-stop, failing closed. Engaged until the first well-formed `{data: false}`; after `{data: true}`
     (pressed) until restart; and, until the next well-formed `{data: false}`, after any of: no well-formed
-    message for `timeout_s` (a silent or unconfirmed topic), a message that is not exactly `{data: <bool>}`,
-    or the bridge refusing the subscription. Each cause is logged when it engages the stop."""
+    message for `timeout_s` (a silent or unconfirmed topic), a message that is not exactly `{data: <bool>}`
+    or could not be read at all, or the bridge refusing the subscription. Each cause is logged when it
+    engages the stop."""
 
     def __init__(self, config: EstopConfig, clock: Callable[[], float] = time.monotonic):
         self.config, self.clock = config, clock

@@ -155,14 +155,12 @@ def robot_config(value: Any, source: str, prefix: str = "robot") -> RobotConfig:
     if text("topics.joint_states.type") != "sensor_msgs/JointState":
         fail("topics.joint_states.type", "only sensor_msgs/JointState is supported")
     estop = get("topics.estop")
-    if estop == NO_ESTOP:
-        estop = None
-    else:
-        if (not isinstance(estop, Mapping) or estop.get("type") != "std_msgs/Bool"
-                or not isinstance(estop.get("topic"), str) or not estop["topic"]):
-            fail("topics.estop", f"need {{topic: ..., type: std_msgs/Bool, timeout_s: ..., max_bytes: ...}}, or "
-                                 f"{NO_ESTOP} to run without an e-stop topic, got {estop!r}")
-        estop = EstopConfig(estop["topic"], number("topics.estop.timeout_s"), byte_count("topics.estop.max_bytes"))
+    if estop != NO_ESTOP and (not isinstance(estop, Mapping) or estop.get("type") != "std_msgs/Bool"
+                              or not isinstance(estop.get("topic"), str) or not estop["topic"]):
+        fail("topics.estop", f"need {{topic: ..., type: std_msgs/Bool, timeout_s: ..., max_bytes: ...}}, or "
+                             f"{NO_ESTOP} to run without an e-stop topic, got {estop!r}")
+    estop = None if estop == NO_ESTOP else EstopConfig(estop["topic"], number("topics.estop.timeout_s"),
+                                                       byte_count("topics.estop.max_bytes"))
     cameras = []
     for i, camera in enumerate(raw.get("topics", {}).get("cameras") or []):
         field = f"topics.cameras[{i}]"
