@@ -4,7 +4,8 @@ A chunk is stamped with the receive time of the observation it was computed from
 for that time plus k control periods. Every tick, the execution loop takes the action for *now* from the
 newest chunk (actions whose time has passed are skipped), or blends all chunks that cover now with ACT's
 temporal-ensembling weights exp(-decay * i) (i = 0 for the oldest). It keeps its rate while the next chunk
-is being computed, and every action goes through the safety layer, which alone can publish.
+is being computed, and every action goes through the safety layer, which alone can publish. A watchdog
+thread, on its own clock, lets the safety layer hold when the loop falls two periods behind (`SafetyLayer.watch`).
 
 Per-chunk latency (observation received -> chunk ready) and deadline misses (ticks run more than half a
 period late; ticks dropped after a longer stall count too) go to `control.jsonl` in the log directory.
@@ -151,7 +152,9 @@ class ControlLoop:
         stop = stop or threading.Event()
         end = self.clock() + duration
         thread = threading.Thread(target=self._policy_loop, name="gpc-policy", daemon=True)
+        watchdog = threading.Thread(target=self._watch, name="gpc-watchdog", daemon=True)
         thread.start()
+        watchdog.start()
         try:
             while not (self._first_chunk.wait(0.01) or stop.is_set() or self._stop.is_set() or self.clock() > end):
                 pass
@@ -159,6 +162,7 @@ class ControlLoop:
         finally:
             self._stop.set()
             thread.join()
+            watchdog.join()
             if self._log is not None:
                 self._log.close()
                 self._log = None
@@ -190,6 +194,10 @@ class ControlLoop:
             self.safety.step(target, now)
             self.stats.ticks += 1
             tick += 1
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.period):
+            self.safety.watch(self.clock())
 
     def _policy_loop(self) -> None:
         last_observed = -math.inf

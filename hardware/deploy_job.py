@@ -1,9 +1,10 @@
 """`gpc deploy`: a composed policy on a robot arm behind a rosbridge server, through the safety layer.
 
-Connects, waits for the first joint state, warms the policy up on it, then runs the control loop for
-`duration_s` (or until Ctrl-C) and prints a summary: commands published, deadline misses, chunk latency
-percentiles and safety events by kind; the same goes to `summary.json` in `log_dir`, next to the per-chunk
-and per-event JSONL logs.
+Connects, waits for the first joint state and for the e-stop's release (its first well-formed `data: false`),
+warms the policy up, then runs the control loop for `duration_s` (or until Ctrl-C) and prints a summary:
+commands written to the bridge, deadline misses, chunk latency percentiles, safety events and dropped
+messages by kind; the same goes to `summary.json` in `log_dir`, next to the per-chunk and per-event JSONL
+logs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpc.config import ConfigError, load_composer, resolve_path, weight_candidates
 from gpc.hardware.control_loop import ChunkPolicy, ComposedPolicy, ControlLoop
-from gpc.hardware.robot import RobotConfig, RobotConnectionError, RosRobot, robot_config
+from gpc.hardware.robot import RobotConnectionError, RosRobot
+from gpc.hardware.robot_config import RobotConfig, robot_config
 from gpc.hardware.safety import SafetyLayer
 
 LOG = logging.getLogger(__name__)
@@ -65,9 +67,13 @@ def run(config: DictConfig, source: str, wrap_policy: Callable[[ChunkPolicy], Ch
             ros.wait_for_joint_state(connect_timeout)
         except RobotConnectionError as err:
             raise ConfigError(f"{source}: robot.topics.joint_states: {err}") from None
+        try:
+            ros.wait_for_estop(connect_timeout)
+        except RobotConnectionError as err:
+            raise ConfigError(f"{source}: robot.topics.estop: {err}") from None
         warm_up(policy, ros, robot, source)
-        with SafetyLayer(robot.limits, ros, log_dir, dry_run,
-                         resume_after_reconnect=robot.resume_after_reconnect) as safety:
+        with SafetyLayer(robot.limits, ros, log_dir, dry_run, resume_after_reconnect=robot.resume_after_reconnect,
+                         hold_while_estopped=robot.hold_while_estopped) as safety:
             loop = ControlLoop(policy, ros, safety, robot.period, inference_period, decay, log_dir)
             began = time.monotonic()
             try:
@@ -79,13 +85,17 @@ def run(config: DictConfig, source: str, wrap_policy: Callable[[ChunkPolicy], Ch
         ros.close()
     summary = {
         "robot": robot.name, "seconds": round(time.monotonic() - began, 3), "dry_run": dry_run,
-        "ticks": stats.ticks, "commands_published": safety.published, "holds": safety.held,
-        "unsent": safety.unsent, "deadline_misses": stats.deadline_misses, "starved_ticks": stats.starved,
+        "ticks": stats.ticks, "commands_published": safety.published if dry_run else ros.outbox.written,
+        "holds": safety.held, "watchdog_holds": safety.watchdog_holds, "unsent": safety.unsent,
+        "commands_replaced": ros.outbox.withdrawn, "commands_late": ros.outbox.late,
+        "ticks_too_soon": safety.too_soon, "deadline_misses": stats.deadline_misses, "starved_ticks": stats.starved,
         "chunks": stats.chunks, "disconnects": ros.disconnects,
         "latency_ms": {f"p{q}": _finite(stats.latency_ms(q)) for q in (50, 95, 99)},
         "compute_ms": {f"p{q}": _finite(float(np.percentile(stats.compute, q) * 1e3) if stats.compute else None)
                        for q in (50, 95, 99)},
-        "safety_events": dict(sorted(safety.events.items())), "log_dir": str(log_dir),
+        "safety_events": dict(sorted(safety.events.items())),
+        "dropped_messages": dict(sorted(ros.drops.counts.items())),
+        "camera_frames_superseded": dict(sorted(ros.receiver.superseded.items())), "log_dir": str(log_dir),
     }
     (log_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -158,12 +168,16 @@ def warm_up(policy: ChunkPolicy, ros: RosRobot, robot: RobotConfig, source: str)
 def format_summary(summary: dict[str, Any]) -> str:
     latency, compute = summary["latency_ms"], summary["compute_ms"]
     events = ", ".join(f"{k} {v}" for k, v in summary["safety_events"].items()) or "none"
+    drops = ", ".join(f"{k} {v}" for k, v in summary["dropped_messages"].items()) or "none"
     rows = [
         ("robot", f"{summary['robot']}{' (dry run: nothing sent)' if summary['dry_run'] else ''}"),
         ("seconds", f"{summary['seconds']:.1f}"),
         ("control ticks", summary["ticks"]),
         ("commands published", f"{summary['commands_published']} ({summary['holds']} holds, "
                                f"{summary['unsent']} unsent while disconnected)"),
+        ("commands not written", f"{summary['commands_replaced']} replaced by a newer one, "
+                                 f"{summary['commands_late']} dropped as late"),
+        ("ticks sending nothing", f"{summary['ticks_too_soon']} within min_command_interval_s"),
         ("deadline misses", summary["deadline_misses"]),
         ("ticks without an action", summary["starved_ticks"]),
         ("chunks", summary["chunks"]),
@@ -172,6 +186,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("inference p50/p95/p99 (ms)", "/".join(_ms(compute[k]) for k in ("p50", "p95", "p99"))),
         ("disconnects", summary["disconnects"]),
         ("safety events", events),
+        ("dropped messages", drops),
         ("logs", summary["log_dir"]),
     ]
     width = max(len(name) for name, _ in rows)

@@ -10,7 +10,9 @@ sent yet) or clamps into a command that respects the limits, which is itself saf
 
 | check                        | on violation | why                                                             |
 |------------------------------|--------------|-----------------------------------------------------------------|
-| e-stop (latched)             | hold         | an operator said stop; only a restart clears it                 |
+| e-stop engaged               | hold, or     | an operator said stop, or the e-stop cannot be trusted (silent, |
+|                              | send nothing | malformed, refused: gpc.hardware.receive.EstopMonitor); nothing |
+|                              |              | goes out unless the robot YAML says the arm needs holds         |
 | connection lost              | hold         | nothing can be sent, and an e-stop sent meanwhile may be lost:  |
 |                              |              | latched like the e-stop unless `resume_after_reconnect`         |
 | stale observation (watchdog) | hold         | acting on an old state is acting blind                          |
@@ -24,13 +26,19 @@ sent yet) or clamps into a command that respects the limits, which is itself saf
 | command far from measured    | hold         | the arm is not following (blocked or pushed): do not run away   |
 | arm starts outside limits    | hold         | reaching the limits would be a leap; an operator must move it   |
 
-Position limits win over velocity, velocity over acceleration; the velocity bound also keeps the arm able to
+Steps are bounded by the time that actually elapsed since the last command went out (its write time, from
+the robot's outbox), at most one period: a late tick does not catch up, and commands that bunch on the way
+out cannot add up to more than the velocity limit as the arm receives them. A tick sooner than
+`min_interval` after the last command sends nothing. Position limits win over velocity, velocity over
+acceleration; the velocity bound also keeps the arm able to
 brake before a joint limit (its last step into the limit may brake harder, by less than one step of the
 acceleration limit) and before the target, relative to the target's own motion, so a target step is reached
 without overshoot (beyond a fraction of one step of acceleration, a dt^2) while a moving target is followed
 at its speed. A hold is an immediate stop at the last
-safe command and resets the commanded velocity to zero, as does a gap of more than two periods between
-ticks (the arm has settled on its last target), so motion resumes under the acceleration limit. Each fault
+safe command and resets the commanded velocity to zero, as does a gap of more than two periods since the
+last command (the arm has settled on its last target), so motion resumes under the acceleration limit. When
+the control loop has not ticked for two periods, `watch` (the control loop's watchdog thread) checks what
+needs no target (e-stop, connection, observation age) and holds on its own. Each fault
 episode (a check that starts failing) is logged with Python logging and as a line of JSONL, and counted by
 kind.
 """
@@ -39,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -82,6 +91,7 @@ class SafetyLimits:
     max_jump: np.ndarray
     period: float
     watchdog_timeout: float
+    min_interval: float = 0.0  # no two commands closer than this (seconds)
 
     def __post_init__(self):
         dof = len(self.lower)
@@ -99,6 +109,8 @@ class SafetyLimits:
         if not (0 < self.period < np.inf and 0 < self.watchdog_timeout < np.inf):
             raise ValueError("watchdog_timeout: period and watchdog_timeout must be finite and > 0, got "
                              f"{self.period} and {self.watchdog_timeout}")
+        if not 0 <= self.min_interval < self.period:
+            raise ValueError(f"min_interval: must be >= 0 and below the period, got {self.min_interval}")
 
     @property
     def dof(self) -> int:
@@ -117,6 +129,17 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class Sent:
+    """The last command written to the robot: positions, when (time.monotonic(), just after the write), and
+    the velocity the arm was commanded over the step to it (its distance over the longest time the step can
+    have taken, so no more than the arm saw)."""
+
+    positions: np.ndarray
+    written: float
+    velocity: np.ndarray
+
+
+@dataclass(frozen=True)
 class Verdict:
     """What to send (None: nothing), whether it is a hold, and which checks fired."""
 
@@ -126,10 +149,8 @@ class Verdict:
     clamps: tuple[str, ...] = ()
 
 
-def evaluate(inputs: Inputs, limits: SafetyLimits, last: np.ndarray | None, last_velocity: np.ndarray,
-             last_target: np.ndarray | None = None) -> Verdict:
-    """The checks of one tick, as a pure function of the inputs, the last safe command and its velocity, and
-    the last tick's target (its motion lets the arm follow a moving target without braking for it)."""
+def conditions(inputs: Inputs, limits: SafetyLimits) -> list[str]:
+    """The faults that need no target: e-stop, connection, and the observation's age and shape."""
     faults = []
     if inputs.estop:
         faults.append("estop")
@@ -139,6 +160,16 @@ def evaluate(inputs: Inputs, limits: SafetyLimits, last: np.ndarray | None, last
         faults.append("stale_observation")
     elif inputs.measured.shape != (limits.dof,) or not np.all(np.isfinite(inputs.measured)):
         faults.append("bad_observation")
+    return faults
+
+
+def evaluate(inputs: Inputs, limits: SafetyLimits, last: np.ndarray | None, last_velocity: np.ndarray,
+             last_target: np.ndarray | None = None, elapsed: float | None = None,
+             target_interval: float | None = None) -> Verdict:
+    """The checks of one tick, as a pure function of the inputs, the last command sent and its velocity,
+    `elapsed` seconds since it went out (None: one period), and the last tick's target, `target_interval`
+    seconds before this one (its motion lets the arm follow a moving target without braking for it)."""
+    faults = conditions(inputs, limits)
     target = inputs.target
     if target is None:
         faults.append("no_action")
@@ -155,7 +186,7 @@ def evaluate(inputs: Inputs, limits: SafetyLimits, last: np.ndarray | None, last
     if np.any(goal != target):
         clamps.append("position_limit")
     reference = last if last is not None else inputs.measured
-    dt, a = limits.period, limits.acceleration
+    dt, a = limits.period if elapsed is None else min(elapsed, limits.period), limits.acceleration
     desired = (goal - reference) / dt
     high = np.minimum(limits.velocity, last_velocity + a * dt)
     low = np.maximum(-limits.velocity, last_velocity - a * dt)
@@ -164,7 +195,8 @@ def evaluate(inputs: Inputs, limits: SafetyLimits, last: np.ndarray | None, last
     low = np.maximum(low, np.minimum(-braking_velocity(reference - limits.lower, a, dt), high))
     # Nor approach the target faster than that, relative to the target's own motion: no overshoot on a step.
     moving = np.zeros(limits.dof) if last_target is None else np.clip(
-        (goal - np.clip(last_target, limits.lower, limits.upper)) / dt, -limits.velocity, limits.velocity)
+        (goal - np.clip(last_target, limits.lower, limits.upper)) / (target_interval or limits.period),
+        -limits.velocity, limits.velocity)
     high = np.minimum(high, np.maximum(np.maximum(moving, 0) + braking_velocity(goal - reference, a, dt), low))
     low = np.maximum(low, np.minimum(np.minimum(moving, 0) - braking_velocity(reference - goal, a, dt), high))
     velocity = np.clip(desired, low, high)
@@ -207,29 +239,35 @@ class Robot(Protocol):
 
     def latest_joint_positions(self) -> tuple[np.ndarray, float] | None: ...
 
+    def claim(self) -> Sent | None:
+        """Withdraw any command not yet written and return the last one written (None: none yet)."""
+
     def publish(self, command: SafeCommand) -> bool: ...
 
 
 class SafetyLayer:
     """Checks every policy target, publishes the resulting safe command, and keeps the event log:
     `safety_events.jsonl` in `log_dir` and per-kind counts in `events`. A dry run sends nothing and writes each
-    command it would have sent to `commands.jsonl` instead."""
+    command it would have sent to `commands.jsonl` instead. `step` (the control loop) and `watch` (its
+    watchdog thread) may run on different threads."""
 
     def __init__(self, limits: SafetyLimits, robot: Robot, log_dir: Path | str | None = None, dry_run: bool = False,
-                 clock=time.monotonic, resume_after_reconnect: bool = False):
+                 clock=time.monotonic, resume_after_reconnect: bool = False, hold_while_estopped: bool = False):
         self.limits, self.robot, self.dry_run, self.clock = limits, robot, dry_run, clock
-        self.resume_after_reconnect = resume_after_reconnect
-        self.last: np.ndarray | None = None
-        self.last_velocity = np.zeros(limits.dof)
-        self.last_sent_at: float | None = None
+        self.resume_after_reconnect, self.hold_while_estopped = resume_after_reconnect, hold_while_estopped
         self.last_target: np.ndarray | None = None
-        self.estopped = False
+        self.last_target_at: float | None = None
+        self.last_tick: float | None = None
         self.disconnected = False  # latched: a connection loss holds until restart unless resume_after_reconnect
         self.events: Counter[str] = Counter()  # fault / clamp episodes by kind
         self.ticks: Counter[str] = Counter()  # ticks spent in each fault / clamp
         self.published = 0  # commands handed to the robot (in dry run: computed and logged)
         self.held = 0
         self.unsent = 0  # commands the robot refused (not connected at the moment of sending)
+        self.too_soon = 0  # ticks that sent nothing: within min_interval of the last command
+        self.watchdog_holds = 0  # holds the watchdog sent while the control loop was late
+        self._dry_sent: Sent | None = None
+        self._lock = threading.Lock()
         self._active: set[str] = set()
         self._log = self._commands = None
         if log_dir is not None:
@@ -240,35 +278,60 @@ class SafetyLayer:
 
     def step(self, target: np.ndarray | None, now: float | None = None) -> SafeCommand | None:
         """Check one tick's target and publish what is safe; returns the command sent (None: nothing)."""
-        now = self.clock() if now is None else now
-        self.estopped = self.estopped or self.robot.estop_engaged
-        connected = self.robot.connected
-        self.disconnected = not connected or (self.disconnected and not self.resume_after_reconnect)
+        with self._lock:
+            now = self.clock() if now is None else now
+            self.last_tick = now
+            return self._act(None if target is None else np.asarray(target, dtype=np.float64), now, False)
+
+    def watch(self, now: float | None = None) -> SafeCommand | None:
+        """The watchdog's check, on its own clock: when the control loop has not ticked for two periods, hold
+        if the e-stop, the connection or the observation's age says so; returns the hold sent, if any."""
+        with self._lock:
+            now = self.clock() if now is None else now
+            if self.last_tick is None or now - self.last_tick <= 2 * self.limits.period:
+                return None
+            return self._act(None, now, True)
+
+    def _act(self, target: np.ndarray | None, now: float, watchdog: bool) -> SafeCommand | None:
+        estop = self.robot.estop_engaged
+        self.disconnected = not self.robot.connected or (self.disconnected and not self.resume_after_reconnect)
         latest = self.robot.latest_joint_positions()
         measured, age = (None, None) if latest is None else (latest[0], now - latest[1])
-        target = None if target is None else np.asarray(target, dtype=np.float64)
-        if self.last_sent_at is not None and now - self.last_sent_at > 2 * self.limits.period:
-            self.last_velocity = np.zeros(self.limits.dof)  # a stalled loop: the arm has settled on its target
-        verdict = evaluate(Inputs(target, measured, age, not self.disconnected, self.estopped), self.limits,
-                           self.last, self.last_velocity, self.last_target)
-        self.last_target = None if UNUSABLE_TARGET & set(verdict.faults) else target
+        sent = self._dry_sent if self.dry_run else self.robot.claim()
+        elapsed = None if sent is None else now - sent.written
+        if elapsed is not None and elapsed < self.limits.min_interval:
+            if not watchdog:
+                self.too_soon += 1
+            return None
+        inputs = Inputs(target, measured, age, not self.disconnected, estop)
+        last = None if sent is None else sent.positions
+        if watchdog:
+            faults = conditions(inputs, self.limits)
+            if not faults:
+                return None
+            verdict = hold(last, faults)
+        else:
+            settled = sent is None or elapsed > 2 * self.limits.period  # the arm has come to rest on it
+            velocity = np.zeros(self.limits.dof) if settled else sent.velocity
+            verdict = evaluate(inputs, self.limits, last, velocity, self.last_target, elapsed,
+                               None if self.last_target_at is None else now - self.last_target_at)
+            usable = not UNUSABLE_TARGET & set(verdict.faults)
+            self.last_target, self.last_target_at = (target, now) if usable else (None, None)
         self._record(verdict, now, target, measured, age)
-        if verdict.positions is None:
+        if verdict.positions is None or ("estop" in verdict.faults and not self.hold_while_estopped):
             return None
         command = SafeCommand(verdict.positions, now, verdict.held, token=_TOKEN)
         if verdict.held:
             self.held += 1
-            self.last_velocity = np.zeros(self.limits.dof)
-        else:
-            if self.last is not None:
-                self.last_velocity = (verdict.positions - self.last) / self.limits.period
-            self.last = command.positions.copy()
-            self.last_sent_at = now
+            self.watchdog_holds += 1 if watchdog else 0
         if self.dry_run:
             LOG.debug("dry run: would send %s", command)
             if self._commands is not None:
                 self._commands.write(json.dumps({"monotonic": now, "positions": _rounded(command.positions),
                                                  "held": command.held}) + "\n")
+            velocity = np.zeros(self.limits.dof) if sent is None else (command.positions - sent.positions) / max(
+                now - sent.written, 1e-9)
+            self._dry_sent = Sent(command.positions, now, velocity)
             self.published += 1
         elif self.robot.publish(command):
             self.published += 1

@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 from gpc.cli import CONFIG_DIR
 from gpc.cli import main as gpc_main
-from gpc.hardware.robot import RobotConnectionError, RosRobot, robot_config
+from gpc.hardware.robot import RobotConnectionError, RosRobot
+from gpc.hardware.robot_config import robot_config
 from gpc.hardware.safety import SafetyLayer
 
 pytest.importorskip("roslibpy")
@@ -80,6 +81,19 @@ def test_a_dry_run_computes_and_logs_commands_but_sends_none(sim, tmp_path, caps
     (["robot.watchdog_timeout_s=inf"], "robot.watchdog_timeout_s: period and watchdog_timeout must be finite"),
     (["robot.topics.estop={topic:'',type:std_msgs/Bool}"], "robot.topics.estop: need {topic: ..."),
     (["robot.resume_after_reconnect=maybe"], "robot.resume_after_reconnect: need true or false"),
+    (["robot.topics.estop=null"], "robot.topics.estop: need {topic: ..., type: std_msgs/Bool, timeout_s: ..., "
+                                  "max_bytes: ...}, or no_estop_topic to run without an e-stop topic"),
+    (["~robot.topics.estop"], "robot.topics.estop: missing"),
+    (["robot.topics.estop.timeout_s=0"], "robot.topics.estop.timeout_s: need a positive number"),
+    (["robot.topics.estop.max_bytes=10"], "robot.topics.estop.max_bytes: need a whole number of bytes >= 64"),
+    (["~robot.hold_while_estopped"], "robot.hold_while_estopped: missing"),
+    (["robot.hold_while_estopped=1"], "robot.hold_while_estopped: need true or false"),
+    (["robot.min_command_interval_s=0.02"], "robot.min_command_interval_s: must be shorter than one control period"),
+    (["robot.topics.joint_states.max_bytes=1.5"], "robot.topics.joint_states.max_bytes: need a whole number"),
+    (["robot.topics.joint_states.max_stamp_age_s=-1"], "robot.topics.joint_states.max_stamp_age_s: need a positive"),
+    (["robot.topics.joint_states.max_stamp_lead_s=inf"], "robot.topics.joint_states.max_stamp_lead_s: need a positive"),
+    (["robot.topics.cameras=[{name:f,topic:/c,type:sensor_msgs/Image}]"], "robot.topics.cameras[0].max_bytes: missing"),
+    (["robot.transport=twisted"], "robot.transport: only asyncio is supported"),
 ])
 def test_bad_config_is_one_line_naming_the_field(overrides, message, capsys):
     assert gpc_main(["deploy", *overrides]) == 2
@@ -106,7 +120,8 @@ def unused_tcp_port():
 def test_camera_frames_arrive_decoded(fmt, message_type):
     from gpc.hardware.rosbridge_sim import RosbridgeSim
 
-    config = sim_arm(**{"topics.cameras": [{"name": "front", "topic": "/camera/image", "type": message_type}]})
+    config = sim_arm(**{"topics.cameras": [{"name": "front", "topic": "/camera/image", "type": message_type,
+                                            "max_bytes": 1 << 20}]})
     with RosbridgeSim(port=0, camera=fmt, camera_size=(32, 24), camera_rate_hz=20) as server:
         with RosRobot(config, "127.0.0.1", server.port) as robot:
             robot.connect(5)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from gpc.hardware.safety import Inputs, SafeCommand, SafetyLayer, SafetyLimits, evaluate
+from gpc.hardware.safety import Inputs, SafeCommand, SafetyLayer, SafetyLimits, Sent, evaluate
 
 DOF = 3
 PERIOD = 0.02
@@ -24,7 +24,8 @@ def inputs(target, measured=(0.0, 0.0, 0.0), age=0.01, connected=True, estop=Fal
 
 
 class FakeRobot:
-    """Measured state follows the last published command exactly; faults are switched by the test."""
+    """Measured state follows the last published command exactly, which is written the moment it is issued;
+    faults are switched by the test."""
 
     def __init__(self, positions=(0.0, 0.0, 0.0)):
         self.positions = np.asarray(positions, dtype=float)
@@ -35,6 +36,14 @@ class FakeRobot:
 
     def latest_joint_positions(self):
         return self.positions.copy(), self.received
+
+    def claim(self) -> Sent | None:
+        if not self.sent:
+            return None
+        last = self.sent[-1]
+        before = self.sent[-2] if len(self.sent) > 1 else None
+        velocity = np.zeros(DOF) if before is None else (last.positions - before.positions) / (last.issued - before.issued)
+        return Sent(last.positions, last.issued, velocity)
 
     def publish(self, command: SafeCommand) -> bool:
         self.sent.append(command)
@@ -156,16 +165,40 @@ def test_an_arm_that_starts_outside_its_limits_is_not_moved():
     assert verdict.held and verdict.faults == ("outside_limits",) and verdict.positions is None
 
 
-def test_the_estop_latches_even_when_the_topic_clears():
+@pytest.mark.parametrize("hold_while_estopped", [False, True])
+def test_while_the_estop_is_engaged_nothing_moves_and_motion_resumes_from_rest(hold_while_estopped):
+    """The robot adapter latches the e-stop (gpc.hardware.receive.EstopMonitor); while it says engaged, no
+    motion goes out, and holds only if the robot needs them. After a release the arm starts from rest."""
     robot = FakeRobot()
-    layer = SafetyLayer(limits(), robot)
-    layer.step(np.full(DOF, 0.01), now=0.0)
+    layer = SafetyLayer(limits(), robot, hold_while_estopped=hold_while_estopped)
+    run_to(layer, PERIOD * np.arange(1, 11))  # moving at 1 rad/s
     robot.estop_engaged = True
-    layer.step(np.full(DOF, 0.02), now=0.02)
+    during = run_to(layer, [0.3] * 5, start=10 * PERIOD)[10:]
+    assert list(during) == ([robot.sent[9].positions[0]] * 5 if hold_while_estopped else [])
+    assert all(c.held for c in robot.sent[10:])
     robot.estop_engaged = False
-    layer.step(np.full(DOF, 0.03), now=0.04)
-    assert [c.held for c in robot.sent] == [False, True, True]
-    assert np.array_equal(robot.sent[2].positions, robot.sent[0].positions)
+    resumed = run_to(layer, [0.3], start=15 * PERIOD)[-1] - robot.sent[-2].positions[0]
+    assert resumed == pytest.approx(4.0 * PERIOD * PERIOD)  # one step of acceleration from rest
+    assert layer.events["estop"] == 1
+
+
+def test_steps_are_bounded_by_the_time_since_the_last_command_went_out():
+    """Late ticks, bunched ticks and ticks inside min_interval: no step exceeds the velocity limit times
+    the time since the previous command was written (at most one period), and none goes out sooner than
+    min_interval after it."""
+    lim, robot = limits(min_interval=0.008), FakeRobot()
+    layer = SafetyLayer(lim, robot)
+    run_to(layer, [0.25] * 40)  # at the velocity limit
+    times = 40 * PERIOD + np.cumsum([0.035, 0.002, 0.0005, 0.009, 0.02, 0.03, 0.001, 0.012, 0.02])
+    for now in times:
+        robot.received = now
+        layer.step(np.array([robot.positions[0] + 0.25, 0.0, 0.0]), now=now)
+    issued = np.array([c.issued for c in robot.sent])
+    positions = np.array([c.positions[0] for c in robot.sent])
+    gaps, steps = np.diff(issued), np.diff(positions)
+    assert gaps.min() >= 0.008 and layer.too_soon == 3  # the ticks 2, 2.5 and 1 ms after a command sent nothing
+    assert np.all(steps <= lim.velocity[0] * np.minimum(gaps, PERIOD) + 1e-12)
+    assert steps[-5:].min() < lim.velocity[0] * PERIOD  # shorter gaps, shorter steps
 
 
 def test_random_targets_never_produce_an_unsafe_command():
