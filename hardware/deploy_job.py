@@ -13,50 +13,89 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 import numpy as np
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 from gpc.config import ConfigError, load_composer, resolve_path, weight_candidates
 from gpc.hardware.control_loop import ChunkPolicy, ComposedPolicy, ControlLoop
 from gpc.hardware.robot import RobotConnectionError, RosRobot
 from gpc.hardware.robot_config import RobotConfig, robot_config
 from gpc.hardware.safety import SafetyLayer
+from gpc.outputs import check_output_dir
+from gpc.schema import check, doc
+from gpc.yaml_file import load_yaml
 
 LOG = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class DeployPolicy:
+    compose: Optional[str] = field(default=None, metadata=doc(
+        "a composition YAML whose actions are absolute joint positions (radians); null: the rehearsal reach pair"))
+    weights: Any = field(default=None, metadata=doc("one weight vector (overrides the composition's)"))
+    seed: int = field(default=0, metadata=doc("noise seed", minimum=0))
+    targets: Optional[list[list[float]]] = field(default=None, metadata=doc(
+        "rehearsal pair: each parent's target joint configuration (radians)"))
+    horizon: int = field(default=16, metadata=doc("rehearsal pair: chunk length", minimum=1))
+    n_action_steps: int = field(default=12, metadata=doc("rehearsal pair: executed steps per chunk", minimum=1))
+    time_constant_s: float = field(default=0.5, metadata=doc("rehearsal pair: approach time", positive=True))
+    speed: float = field(default=0.5, metadata=doc("rehearsal pair: rad/s per joint at most", positive=True))
+    noise_std: float = field(default=0.002, metadata=doc("rehearsal pair: each parent's spread (rad)",
+                                                         positive=True))
+    num_inference_steps: int = field(default=10, metadata=doc("rehearsal pair: denoising steps", minimum=1))
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    inference_period_s: float = field(default=0.08, metadata=doc(
+        "start a new chunk at most this often, from the newest observation", positive=True))
+    ensemble_decay: Optional[float] = field(default=None, metadata=doc(
+        "ACT temporal ensembling weights exp(-decay * i); null: the newest chunk only", minimum=0.0))
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    robot: Any = field(metadata=doc("the robot (configs/robot/<name>.yaml); see `RobotFile`"))
+    host: str = field(default="127.0.0.1", metadata=doc("the rosbridge server"))
+    port: int = field(default=9090, metadata=doc("the rosbridge server's port", minimum=1, maximum=65535))
+    duration_s: float = field(default=30.0, metadata=doc("run this long (Ctrl-C stops earlier)", positive=True))
+    dry_run: bool = field(default=False, metadata=doc("compute and log commands without sending them"))
+    log_dir: str = field(default="outputs/deploy", metadata=doc("control.jsonl, safety_events.jsonl, summary.json"))
+    connect_timeout_s: float = field(default=5.0, metadata=doc(
+        "for the connection, the first joint state and the e-stop's release", positive=True))
+    torch_threads: Optional[int] = field(default=1, metadata=doc("inference threads; null keeps torch's default",
+                                                                 minimum=1))
+    policy: DeployPolicy = field(default_factory=DeployPolicy, metadata=doc("what drives the arm"))
+    control: ControlSettings = field(default_factory=ControlSettings, metadata=doc("chunk timing"))
+
+
 def main(config: DictConfig, source: str = "deploy config") -> None:
-    if config.get("torch_threads") is not None:  # this process's inference shares a small CPU with the loop
+    threads = check(DeployConfig, config, source).torch_threads
+    if threads is not None:  # this process's inference shares a small CPU with the loop
         import torch
 
-        torch.set_num_threads(int(config.torch_threads))
+        torch.set_num_threads(threads)
     print(format_summary(run(config, source)))
 
 
 def run(config: DictConfig, source: str, wrap_policy: Callable[[ChunkPolicy], ChunkPolicy] | None = None,
         stop: threading.Event | None = None) -> dict[str, Any]:
     """Deploy as `config` says and return the summary; `wrap_policy` lets tests inject faulty policies."""
+    settings = check(DeployConfig, config, source)
     robot = robot_config(config.get("robot"), source)
-    duration = _number(config, "duration_s", source)
-    connect_timeout = _number(config, "connect_timeout_s", source)
-    control = config.get("control") or {}
-    inference_period = _number(control, "inference_period_s", source, "control.")
-    decay = control.get("ensemble_decay")
-    if decay is not None and (isinstance(decay, bool) or not isinstance(decay, (int, float)) or decay < 0):
-        raise ConfigError(f"{source}: control.ensemble_decay: need a number >= 0 or null, got {decay!r}")
-    port = config.get("port")
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ConfigError(f"{source}: port: need a TCP port number, got {port!r}")
-    policy = build_policy(config.get("policy"), robot, source)
+    log_dir = check_output_dir(settings.log_dir, source, "log_dir")
+    duration, connect_timeout = settings.duration_s, settings.connect_timeout_s
+    inference_period, decay = settings.control.inference_period_s, settings.control.ensemble_decay
+    port = settings.port
+    policy = build_policy(settings.policy, robot, source)
     if wrap_policy is not None:
         policy = wrap_policy(policy)
-    dry_run = bool(config.get("dry_run", False))
-    log_dir = Path(str(config.get("log_dir", "outputs/deploy")))
+    dry_run = settings.dry_run
     log_dir.mkdir(parents=True, exist_ok=True)
-    ros = RosRobot(robot, str(config.host), port, read_only=dry_run)
+    ros = RosRobot(robot, settings.host, port, read_only=dry_run)
     began = time.monotonic()
     try:
         try:
@@ -101,47 +140,40 @@ def run(config: DictConfig, source: str, wrap_policy: Callable[[ChunkPolicy], Ch
     return summary
 
 
-def build_policy(value: Any, robot: RobotConfig, source: str) -> ComposedPolicy:
+def build_policy(value: DeployPolicy, robot: RobotConfig, source: str) -> ComposedPolicy:
     """The composed policy the `policy:` section names: a composition YAML, or the rehearsal reach pair."""
-    if not isinstance(value, (DictConfig, dict)):
-        raise ConfigError(f"{source}: policy: need a mapping, got {value!r}")
-    seed = value.get("seed", 0)
-    if value.get("compose") is not None:
-        path = resolve_path(str(value.compose))
-        if not path.exists():
+    if value.compose is not None:
+        path = resolve_path(value.compose)
+        if not path.is_file():
             raise ConfigError(f"{source}: policy.compose: not found: {value.compose}")
-        composition = OmegaConf.load(path)
-        composer = load_composer(composition, f"{source}: policy.compose")
-        weights = value.get("weights") if value.get("weights") is not None else composition.get("weights")
+        composition = load_yaml(path, "composition")
+        composer = load_composer(composition, f"{path}", base=path.resolve().parent)
+        weights = value.weights if value.weights is not None else composition.get("weights")
         check_observations(composer, robot, source)
     else:
         from gpc.hardware.joint_policy import joint_reach_composer
 
-        targets = value.get("targets")
-        raw = OmegaConf.to_container(targets) if isinstance(targets, ListConfig) else targets
-        if not isinstance(raw, list) or len(raw) < 2 or any(not isinstance(t, list) or len(t) != robot.dof
-                                                            for t in raw):
+        targets = value.targets
+        if targets is None or len(targets) < 2 or any(len(t) != robot.dof for t in targets):
             raise ConfigError(f"{source}: policy.targets: need two or more joint configurations of "
-                              f"{robot.dof} numbers, got {raw!r}")
-        for i, target in enumerate(np.asarray(raw, dtype=np.float64)):
+                              f"{robot.dof} numbers, got {targets!r}")
+        for i, target in enumerate(np.asarray(targets, dtype=np.float64)):
             if np.any(target < robot.limits.lower) or np.any(target > robot.limits.upper):
                 raise ConfigError(f"{source}: policy.targets[{i}]: {target.tolist()} is outside the joint limits")
         try:
-            composer = joint_reach_composer(
-                raw, robot.limits.lower, robot.limits.upper, robot.period, _integer(value, "horizon", source),
-                _integer(value, "n_action_steps", source), _number(value, "time_constant_s", source, "policy."),
-                _number(value, "speed", source, "policy."), _number(value, "noise_std", source, "policy."),
-                _integer(value, "num_inference_steps", source))
+            composer = joint_reach_composer(targets, robot.limits.lower, robot.limits.upper, robot.period,
+                                            value.horizon, value.n_action_steps, value.time_constant_s, value.speed,
+                                            value.noise_std, value.num_inference_steps)
         except (ValueError, TypeError) as err:
             raise ConfigError(f"{source}: policy: {err}") from None
-        weights = value.get("weights")
+        weights = value.weights
     if composer.action_dim != robot.dof:
         raise ConfigError(f"{source}: policy: actions have {composer.action_dim} dims, the robot has {robot.dof} "
                           "joints")
     schedules = weight_candidates(weights, len(composer.parents), source, "policy.weights")
     if len(schedules) != 1:
         raise ConfigError(f"{source}: policy.weights: a deployment runs one weight vector, got {len(schedules)}")
-    return ComposedPolicy(composer, schedules, int(seed))
+    return ComposedPolicy(composer, schedules, value.seed)
 
 
 def check_observations(composer, robot: RobotConfig, source: str) -> None:
@@ -191,20 +223,6 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def _number(section: Any, key: str, source: str, prefix: str = "") -> float:
-    value = section.get(key) if section is not None else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{source}: {prefix}{key}: need a positive number, got {value!r}")
-    return float(value)
-
-
-def _integer(section: Any, key: str, source: str, prefix: str = "policy.") -> int:
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{source}: {prefix}{key}: need a positive integer, got {value!r}")
-    return value
 
 
 def _finite(value: float | None) -> float | None:

@@ -7,14 +7,13 @@ running without an e-stop is never what a missing line means.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
 
 import numpy as np
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from gpc.config import ConfigError
 from gpc.hardware.safety import SafetyLimits
+from gpc.schema import ConfigError, check, doc
 
 COMMAND_TYPES = ("std_msgs/Float64MultiArray", "trajectory_msgs/JointTrajectory")
 IMAGE_TYPES = ("sensor_msgs/CompressedImage", "sensor_msgs/Image")
@@ -79,110 +78,122 @@ class RobotConfig:
         return limits
 
 
+@dataclass(frozen=True)
+class JointStatesTopic:
+    topic: str = field(metadata=doc("the arm's joint states"))
+    type: Literal["sensor_msgs/JointState"] = field(metadata=doc("only sensor_msgs/JointState"))
+    max_bytes: int = field(metadata=doc("larger messages are dropped unparsed (logged)", minimum=64))
+    max_stamp_age_s: float = field(metadata=doc("older header stamps (by this host's clock) count as stale",
+                                                positive=True))
+    max_stamp_lead_s: float = field(metadata=doc("stamps this far in the future count as stale too", positive=True))
+
+
+@dataclass(frozen=True)
+class CommandTopic:
+    topic: str = field(metadata=doc("where joint position commands go"))
+    type: Literal[COMMAND_TYPES] = field(metadata=doc(
+        "std_msgs/Float64MultiArray (positional: joint_names must follow the controller's order) or "
+        "trajectory_msgs/JointTrajectory (ROS 2 time fields)"))
+
+
+@dataclass(frozen=True)
+class EstopTopic:
+    topic: str = field(metadata=doc("a std_msgs/Bool heartbeat: data false = run, data true latches the stop"))
+    type: Literal["std_msgs/Bool"] = field(metadata=doc("only std_msgs/Bool"))
+    timeout_s: float = field(metadata=doc("no well-formed message for this long engages the stop", positive=True))
+    max_bytes: int = field(metadata=doc("larger messages engage the stop", minimum=64))
+
+
+@dataclass(frozen=True)
+class CameraTopic:
+    name: str = field(metadata=doc("the observation key parents read"))
+    topic: str = field(metadata=doc("the image topic"))
+    type: Literal[IMAGE_TYPES] = field(metadata=doc("sensor_msgs/CompressedImage or sensor_msgs/Image"))
+    max_bytes: int = field(metadata=doc("larger frames are dropped unparsed", minimum=64))
+
+
+@dataclass(frozen=True)
+class Topics:
+    joint_states: JointStatesTopic = field(metadata=doc("the joint state subscription"))
+    command: CommandTopic = field(metadata=doc("the command publication"))
+    estop: Union[Literal["no_estop_topic"], EstopTopic] = field(metadata=doc(
+        f"the e-stop subscription, or `{NO_ESTOP}` for a setup without one (never the default)"))
+    cameras: list[CameraTopic] = field(default_factory=list, metadata=doc("image topics parents read"))
+
+
+@dataclass(frozen=True)
+class JointLimits:
+    lower: Union[float, list[float]] = field(metadata=doc("radians, one per joint (or one for all)"))
+    upper: Union[float, list[float]] = field(metadata=doc("radians, one per joint (or one for all)"))
+
+
+PerJoint = Union[float, list[float]]
+
+
+@dataclass(frozen=True)
+class RobotFile:
+    """configs/robot/<name>.yaml as written."""
+
+    joint_names: list[str] = field(metadata=doc("the arm's joints, in its controller's order"))
+    control_rate_hz: float = field(metadata=doc("commands per second", positive=True))
+    min_command_interval_s: float = field(metadata=doc(
+        "never send two commands closer than this (less than one period)", positive=True))
+    joint_limits: JointLimits = field(metadata=doc("commands are clamped inside these"))
+    velocity_limit: PerJoint = field(metadata=doc("rad/s per joint, bounded by the time since the last command"))
+    acceleration_limit: PerJoint = field(metadata=doc("rad/s^2 per joint"))
+    max_jump: PerJoint = field(metadata=doc("rad: a target farther than this from the measured position holds"))
+    watchdog_timeout_s: float = field(metadata=doc("an older observation stops the arm", positive=True))
+    hold_while_estopped: bool = field(metadata=doc(
+        "true: keep re-sending the held position while the e-stop is engaged; false: send nothing"))
+    topics: Topics = field(metadata=doc("what to subscribe to and publish"))
+    name: str = field(default="robot", metadata=doc("shown in logs and the summary"))
+    transport: Literal["asyncio"] = field(default="asyncio", metadata=doc("roslibpy's asyncio transport"))
+    reconnect_delay_s: float = field(default=0.5, metadata=doc("first reconnection attempt after a drop",
+                                                               positive=True))
+    resume_after_reconnect: bool = field(default=False, metadata=doc(
+        "true: move again after a reconnection; false: hold until restart"))
+
+
 def robot_config(value: Any, source: str, prefix: str = "robot") -> RobotConfig:
-    """Parse a robot YAML; errors read `{source}: {prefix}.field: ...`."""
-    raw = OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{source}: {prefix}: need a robot mapping (configs/robot/*.yaml), got {raw!r}")
+    """Parse a robot YAML (gpc.schema: unknown keys refused, every field typed); errors read
+    `{source}: {prefix}.field: ...`."""
+    robot = check(RobotFile, value, source, prefix)
 
     def fail(field: str, message: str):
         raise ConfigError(f"{source}: {prefix}.{field}: {message}")
 
-    def get(field: str):
-        node: Any = raw
-        for part in field.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                fail(field, "missing")
-            node = node[part]
-        return node
+    names = robot.joint_names
+    if not names or len(set(names)) != len(names):
+        fail("joint_names", f"need distinct joint names, got {names!r}")
 
-    def text(field: str) -> str:
-        value = get(field)
-        if not isinstance(value, str) or not value:
-            fail(field, f"need a non-empty string, got {value!r}")
-        return value
-
-    def number(field: str, finite: bool = True) -> float:
-        value = get(field)
-        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0
-                or (finite and not np.isfinite(value))):
-            fail(field, f"need a positive number, got {value!r}")
-        return float(value)
-
-    def byte_count(field: str, value: Any = None) -> int:
-        value = get(field) if value is None else value
-        if isinstance(value, bool) or not isinstance(value, int) or value < 64:
-            fail(field, f"need a whole number of bytes >= 64, got {value!r}")
-        return value
-
-    def flag(field: str) -> bool:
-        value = get(field)
-        if not isinstance(value, bool):
-            fail(field, f"need true or false, got {value!r}")
-        return value
-
-    names = get("joint_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        fail("joint_names", f"need a list of joint names, got {names!r}")
-    if len(set(names)) != len(names):
-        fail("joint_names", f"duplicate names in {names}")
-
-    def per_joint(field: str) -> np.ndarray:
-        value = get(field)
+    def per_joint(field: str, value: PerJoint) -> np.ndarray:
         values = value if isinstance(value, list) else [value] * len(names)
-        if len(values) != len(names) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                for v in values):
+        if len(values) != len(names):
             fail(field, f"need a number or {len(names)} numbers (one per joint), got {value!r}")
         return np.asarray(values, dtype=np.float64)
 
-    rate = number("control_rate_hz")
-    interval = number("min_command_interval_s")
-    if interval >= 1.0 / rate:
-        fail("min_command_interval_s", f"must be shorter than one control period ({1.0 / rate:g} s), got {interval}")
-    per_joint_limits = [per_joint(field) for field in ("joint_limits.lower", "joint_limits.upper", "velocity_limit",
-                                                       "acceleration_limit", "max_jump")]
-    watchdog = number("watchdog_timeout_s", finite=False)  # SafetyLimits says why it must be finite
+    if robot.min_command_interval_s >= 1.0 / robot.control_rate_hz:
+        fail("min_command_interval_s", f"must be shorter than one control period ({1.0 / robot.control_rate_hz:g} "
+                                       f"s), got {robot.min_command_interval_s}")
+    per_joint_limits = [per_joint("joint_limits.lower", robot.joint_limits.lower),
+                        per_joint("joint_limits.upper", robot.joint_limits.upper),
+                        per_joint("velocity_limit", robot.velocity_limit),
+                        per_joint("acceleration_limit", robot.acceleration_limit),
+                        per_joint("max_jump", robot.max_jump)]
     try:
-        limits = SafetyLimits(*per_joint_limits, 1.0 / rate, watchdog, interval)
+        limits = SafetyLimits(*per_joint_limits, 1.0 / robot.control_rate_hz, robot.watchdog_timeout_s,
+                              robot.min_command_interval_s)
     except ValueError as err:
         field = str(err).split(":")[0]
         field = {"lower": "joint_limits.lower", "upper": "joint_limits.upper", "velocity": "velocity_limit",
                  "acceleration": "acceleration_limit", "watchdog_timeout": "watchdog_timeout_s"}.get(field, field)
         fail(field, str(err).split(": ", 1)[-1])
-    command_type = text("topics.command.type")
-    if command_type not in COMMAND_TYPES:
-        fail("topics.command.type", f"need one of {', '.join(COMMAND_TYPES)}, got {command_type!r}")
-    if text("topics.joint_states.type") != "sensor_msgs/JointState":
-        fail("topics.joint_states.type", "only sensor_msgs/JointState is supported")
-    estop = get("topics.estop")
-    if estop != NO_ESTOP and (not isinstance(estop, Mapping) or estop.get("type") != "std_msgs/Bool"
-                              or not isinstance(estop.get("topic"), str) or not estop["topic"]):
-        fail("topics.estop", f"need {{topic: ..., type: std_msgs/Bool, timeout_s: ..., max_bytes: ...}}, or "
-                             f"{NO_ESTOP} to run without an e-stop topic, got {estop!r}")
-    estop = None if estop == NO_ESTOP else EstopConfig(estop["topic"], number("topics.estop.timeout_s"),
-                                                       byte_count("topics.estop.max_bytes"))
-    cameras = []
-    for i, camera in enumerate(raw.get("topics", {}).get("cameras") or []):
-        field = f"topics.cameras[{i}]"
-        if not isinstance(camera, Mapping) or not all(isinstance(camera.get(k), str)
-                                                       for k in ("name", "topic", "type")):
-            fail(field, f"need {{name, topic, type, max_bytes}}, got {camera!r}")
-        if camera["type"] == "sensor_msgs/PointCloud2":
-            fail(f"{field}.type", "point clouds are not supported; use sensor_msgs/CompressedImage or "
-                                  "sensor_msgs/Image")
-        if camera["type"] not in IMAGE_TYPES:
-            fail(f"{field}.type", f"need one of {', '.join(IMAGE_TYPES)}, got {camera['type']!r}")
-        if "max_bytes" not in camera:
-            fail(f"{field}.max_bytes", "missing")
-        cameras.append(CameraConfig(camera["name"], camera["topic"], camera["type"],
-                                    byte_count(f"{field}.max_bytes", camera["max_bytes"])))
-    transport = raw.get("transport", "asyncio")
-    if transport != "asyncio":
-        fail("transport", f"only asyncio is supported (gpc's guards run on its loop), got {transport!r}")
-    return RobotConfig(
-        str(raw.get("name", "robot")), tuple(names), limits, rate, text("topics.joint_states.topic"),
-        text("topics.command.topic"), command_type, estop, flag("hold_while_estopped"),
-        byte_count("topics.joint_states.max_bytes"), number("topics.joint_states.max_stamp_age_s"),
-        number("topics.joint_states.max_stamp_lead_s"), tuple(cameras),
-        number("reconnect_delay_s") if "reconnect_delay_s" in raw else 0.5,
-        flag("resume_after_reconnect") if "resume_after_reconnect" in raw else False)
+    topics = robot.topics
+    estop = None if topics.estop == NO_ESTOP else EstopConfig(topics.estop.topic, topics.estop.timeout_s,
+                                                              topics.estop.max_bytes)
+    cameras = tuple(CameraConfig(c.name, c.topic, c.type, c.max_bytes) for c in topics.cameras)
+    return RobotConfig(robot.name, tuple(names), limits, robot.control_rate_hz, topics.joint_states.topic,
+                       topics.command.topic, topics.command.type, estop, robot.hold_while_estopped,
+                       topics.joint_states.max_bytes, topics.joint_states.max_stamp_age_s,
+                       topics.joint_states.max_stamp_lead_s, cameras, robot.reconnect_delay_s,
+                       robot.resume_after_reconnect)
