@@ -33,7 +33,8 @@ class SGFDConfig:
     rff_per_dim: int = field(default=5, metadata=doc("Fourier features per encoding dimension", minimum=1))
     inner_steps: int = field(default=20, metadata=doc("Adam steps on the sample weights per update", minimum=0))
     inner_lr: float = field(default=0.05, metadata=doc("learning rate of those steps", positive=True))
-    concentration: float = field(default=1.0, metadata=doc("weight of the KL divergence of w / B from uniform", minimum=0))
+    concentration: float = field(default=1.0, metadata=doc("weight of the KL divergence of w / B from uniform",
+                                                           minimum=0))
     classifier_lr: float = field(default=1e-3, metadata=doc("learning rate of the environment classifier",
                                                             positive=True))
     classifier_hidden: int = field(default=64, metadata=doc("hidden width of that classifier", minimum=1))

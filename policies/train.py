@@ -144,8 +144,9 @@ def check_data(stored, key: str, per_step: tuple | None, shape_field: str, dims:
     shape = array.shape[1:-1] + ((dims[1] - dims[0],) if dims is not None else array.shape[-1:])
     if per_step is not None and (array.ndim < 2 or len(shape) != len(per_step)
                                  or any(want not in (None, got) for want, got in zip(per_step, shape))):
-        raise ValueError(f"{where} has shape {list(array.shape)}{f' (dims {dims}: {list(shape)} per step)' if dims else ''}"
-                         f", but {shape_field} says {[d for d in per_step if d is not None]} per step")
+        sliced = f" (dims {dims}: {list(shape)} per step)" if dims else ""
+        wanted = ", ".join("any" if d is None else str(d) for d in per_step)
+        raise ValueError(f"{where} has shape {list(array.shape)}{sliced}, but {shape_field} says [{wanted}] per step")
     if array.dtype.kind not in "fc":  # integers (uint8 images) are always finite
         return
     part = array[..., dims[0]:dims[1]] if dims is not None else array

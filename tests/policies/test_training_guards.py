@@ -105,9 +105,11 @@ def test_observation_dims_are_checked_after_dataset_dims_slicing_and_named_in_th
     (dict(action_dim=3), "data/action has shape [60, 2], but policy.action_dim says [3] per step"),
     (dict(obs=[{"key": "state", "type": "low_dim", "shape": [2], "dataset_dims": [2, 4]}]),
      "data/state has shape [60, 3]; dataset_dims [2, 4] reach past its last axis"),
+    (dict(obs=[{"key": "points", "type": "pointcloud", "shape": [8, 3]}]),
+     "data/points has shape [60, 8, 4], but policy.obs[0].shape says [any, 3] per step"),
 ])
 def test_data_of_another_shape_than_the_policy_says_is_refused_before_training(change, message, tmp_path):
-    dataset = store(tmp_path / "data.zarr")
+    dataset = store(tmp_path / "data.zarr", points=np.zeros((60, 8, 4), np.float32))
     with pytest.raises(ValueError, match=re.escape(f"{dataset}: {message}")):
         train(config_for(dataset, tmp_path / "out", **change))
     assert not (tmp_path / "out").exists()
@@ -152,7 +154,8 @@ def test_a_non_finite_loss_mid_run_stops_it_and_keeps_the_last_good_checkpoint(c
     saved = yaml.safe_load((tmp_path / "out" / "policy" / "config.yaml").read_text())
     assert saved["trained"]["step"] == 2
     assert json.loads((tmp_path / "out" / "train_state" / "state.json").read_text())["step"] == 2
-    assert all(torch.isfinite(t).all() for t in load_file(str(tmp_path / "out" / "policy" / "model.safetensors")).values())
+    weights = load_file(str(tmp_path / "out" / "policy" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
 
 
 def test_a_non_finite_loss_before_any_checkpoint_writes_no_checkpoint(clean, tmp_path, monkeypatch):
@@ -346,7 +349,7 @@ def checkpoint(tmp_path):
     return path, yaml.safe_load((path / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("damage, field", [
+CHECKPOINT_DAMAGE = [
     (lambda d: d.pop("policy"), "policy: missing"),
     (lambda d: d["policy"].pop("objective"), "policy.objective: missing"),
     (lambda d: d["policy"]["objective"].pop("kind"), "policy.objective.kind: missing"),
@@ -359,7 +362,10 @@ def checkpoint(tmp_path):
     (lambda d: d.update(polic={}), "polic: unknown key; did you mean 'policy'?"),
     (lambda d: d["trained"].update(stepz=1), "trained.stepz: unknown key; did you mean 'step'?"),
     (lambda d: d["policy"]["objective"].update(kind="flw"), "policy.objective.kind: 'flw' is not one of"),
-])
+]
+
+
+@pytest.mark.parametrize("damage, field", CHECKPOINT_DAMAGE, ids=[field for _, field in CHECKPOINT_DAMAGE])
 def test_a_checkpoint_config_missing_a_section_or_field_or_with_an_unknown_key_is_refused(damage, field, checkpoint):
     path, document = checkpoint
     damage(document)
