@@ -56,7 +56,7 @@ def refuse_non_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
         if value.is_floating_point() and not torch.isfinite(value).all():
             bad = int((~torch.isfinite(value)).sum())
             raise NonFiniteError(f"{where}: refusing to save non-finite values: {key} has {bad} NaN or inf of "
-                             f"{value.numel()}")
+                                 f"{value.numel()}")
 
 
 def save_policy(policy: Policy, directory: str | Path, extra: dict | None = None) -> Path:
