@@ -209,6 +209,8 @@ def describe(schema: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
         rows.append((prefix + f.name, _type_name(kind), default, f.metadata.get("doc", "")))
         if dataclasses.is_dataclass(kind):
             rows += describe(kind, f"{prefix}{f.name}.")
+        elif typing.get_origin(kind) is list and dataclasses.is_dataclass(item := (typing.get_args(kind) or [None])[0]):
+            rows += describe(item, f"{prefix}{f.name}[].")  # the fields of each item
     return rows
 
 

@@ -3,35 +3,77 @@ and normalizer statistics). Loading never unpickles anything."""
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping, Optional
 
 import torch
 import yaml
-from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
 from gpc.atomic import replace_directory
 from gpc.normalizer import Normalizer
-from gpc.policies.configuration import load_policy_config
+from gpc.policies.configuration import PolicyConfig
 from gpc.policies.modeling import Policy
+from gpc.schema import check, doc
+from gpc.yaml_file import load_yaml
 
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.safetensors"
 NORMALIZER_PREFIX = "normalizer."
 
 
+@dataclass
+class TrainedInfo:
+    step: int = field(metadata=doc("the training step the weights are from", minimum=0))
+    dataset: str = field(metadata=doc("the training store"))
+    seed: int = field(metadata=doc("training.seed"))
+
+
+@dataclass
+class CheckpointConfig:
+    """A checkpoint's config.yaml, read with every field required (`require_all`): a checkpoint is never
+    completed from defaults, so a flow parent that lost its `objective:` is an error, not a DDPM parent."""
+
+    policy: PolicyConfig = field(metadata=doc("the resolved policy config"))
+    trained: Optional[TrainedInfo] = field(default=None, metadata=doc(
+        "how `gpc train` made it (absent in exports)", optional=True))
+
+
+def read_checkpoint_config(path: Path) -> PolicyConfig:
+    """The policy config of a checkpoint's config.yaml; errors name the file and the field."""
+    return check(CheckpointConfig, load_yaml(path, "checkpoint config"), str(path), require_all=True).policy
+
+
+class NonFiniteError(ValueError):
+    """Weights or statistics that are NaN or inf, refused before anything is written."""
+
+
+def refuse_non_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """Nothing NaN or infinite is ever written: such weights act as garbage while looking like a policy."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = int((~torch.isfinite(value)).sum())
+            raise NonFiniteError(f"{where}: refusing to save non-finite values: {key} has {bad} NaN or inf of "
+                                 f"{value.numel()}")
+
+
 def save_policy(policy: Policy, directory: str | Path, extra: dict | None = None) -> Path:
-    """Write atomically: a crash mid-save leaves the previous checkpoint in place."""
+    """Write atomically: a crash mid-save leaves the previous checkpoint in place. `extra`: more sections of
+    config.yaml (`trained`), checked as the loader will read them."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    config = OmegaConf.to_container(OmegaConf.structured(policy.config))
+    config = dataclasses.asdict(policy.config)
     config["normalization"] = {key: n.mode for key, n in policy.normalizers.items()}
     document = {"policy": config, **(extra or {})}
-    (tmp / CONFIG_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
+    check(CheckpointConfig, document, str(directory / CONFIG_FILE), require_all=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     for key, normalizer in policy.normalizers.items():
         tensors.update(normalizer.state_dict(f"{NORMALIZER_PREFIX}{key}."))
+    refuse_non_finite(tensors, str(directory / WEIGHTS_FILE))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    (tmp / CONFIG_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
     save_file(tensors, str(tmp / WEIGHTS_FILE))
     replace_directory(tmp, directory)
     return directory
@@ -60,10 +102,7 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu", actio
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint file not found")
-    document = yaml.safe_load(config_path.read_text()) or {}
-    if "policy" not in document:
-        raise ValueError(f"{config_path}: no 'policy' section")
-    config = load_policy_config(document["policy"], where=str(config_path))
+    config = read_checkpoint_config(config_path)
     tensors = load_file(str(weights_path))
     normalizers = {}
     for key, mode in config.normalization.items():

@@ -24,13 +24,13 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-import yaml
 from safetensors import safe_open
 from torch import nn
 
 from gpc.normalizer import Normalizer
-from gpc.policies.checkpoint import CONFIG_FILE, NORMALIZER_PREFIX, WEIGHTS_FILE, save_policy, select_action_stats
-from gpc.policies.configuration import PolicyConfig, load_policy_config
+from gpc.policies.checkpoint import (CONFIG_FILE, NORMALIZER_PREFIX, WEIGHTS_FILE, read_checkpoint_config, save_policy,
+                                    select_action_stats)
+from gpc.policies.configuration import PolicyConfig
 from gpc.policies.modeling import Policy, build_encoder, instruction_texts, observation_tensor, policy_spec
 
 try:
@@ -98,10 +98,7 @@ def _read_checkpoint(directory: Path) -> tuple[PolicyConfig, dict[str, Normalize
                  directory / DENOISER_FILE):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ONNX policy file not found (write the folder with export_onnx)")
-    document = yaml.safe_load((directory / CONFIG_FILE).read_text()) or {}
-    if "policy" not in document:
-        raise ValueError(f"{directory / CONFIG_FILE}: no 'policy' section")
-    config = load_policy_config(document["policy"], where=str(directory / CONFIG_FILE))
+    config = read_checkpoint_config(directory / CONFIG_FILE)
     normalizers = {}
     with safe_open(str(directory / WEIGHTS_FILE), "pt") as tensors:
         for key, mode in config.normalization.items():

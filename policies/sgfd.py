@@ -17,22 +17,28 @@ Saliency-Guided Features Decorrelation (Huang et al., NeurIPS 2023), applied to 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from gpc.schema import doc
+
 
 @dataclass
 class SGFDConfig:
-    enabled: bool = False
-    rff_per_dim: int = 5  # Fourier features per encoding dimension
-    inner_steps: int = 20  # Adam steps on the sample weights per update
-    inner_lr: float = 0.05
-    concentration: float = 1.0  # weight of KL(w / B || uniform)
-    classifier_lr: float = 1e-3
-    classifier_hidden: int = 64
-    seed: int = 0
+    """`training.sgfd` of `gpc train`."""
+
+    enabled: bool = field(default=False, metadata=doc("reweight samples (needs meta/env labels in the dataset)"))
+    rff_per_dim: int = field(default=5, metadata=doc("Fourier features per encoding dimension", minimum=1))
+    inner_steps: int = field(default=20, metadata=doc("Adam steps on the sample weights per update", minimum=0))
+    inner_lr: float = field(default=0.05, metadata=doc("learning rate of those steps", positive=True))
+    concentration: float = field(default=1.0, metadata=doc("weight of the KL divergence of w / B from uniform",
+                                                           minimum=0))
+    classifier_lr: float = field(default=1e-3, metadata=doc("learning rate of the environment classifier",
+                                                            positive=True))
+    classifier_hidden: int = field(default=64, metadata=doc("hidden width of that classifier", minimum=1))
+    seed: int = field(default=0, metadata=doc("seeds the Fourier draws and the classifier", minimum=0))
 
 
 def random_fourier_features(z: torch.Tensor, frequencies: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
