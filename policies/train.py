@@ -29,6 +29,7 @@ from tqdm import tqdm
 from gpc.atomic import replace_directory, write_text_whole
 from gpc.config import first_line
 from gpc.normalizer import Normalizer
+from gpc.outputs import check_output_dir
 from gpc.policies.checkpoint import NonFiniteError, refuse_non_finite, save_policy
 from gpc.policies.configuration import PolicyConfig
 from gpc.policies.modeling import Policy
@@ -394,7 +395,7 @@ def train(config: DictConfig, source: str = "train config", settings: TrainConfi
     from diffusers.training_utils import EMAModel
 
     settings = settings or load_train_config(config, source)
-    training, out = settings.training, Path(settings.output_dir)
+    training, out = settings.training, check_output_dir(settings.output_dir, source)
     run = run_fingerprint(config)
     device = training_device(config, source)
     torch.manual_seed(training.seed)
