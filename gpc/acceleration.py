@@ -10,7 +10,7 @@ for a deployment at a fixed batch). GPU defaults are still to be measured.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -24,9 +24,11 @@ class FastPath:
     `compile`: each parent network through torch.compile. `precision`: autocast dtype of parent calls (the
     composer's state and arithmetic stay float32)."""
 
-    fuse: bool = False
-    compile: bool = False
-    precision: str = "float32"
+    fuse: bool = field(default=False, metadata={"doc": "run parents of one architecture as one vmapped call"})
+    compile: bool = field(default=False, metadata={"doc": "torch.compile each parent's network (compiles per batch "
+                                                          "size: for deployments at a fixed batch)"})
+    precision: str = field(default="float32", metadata={"doc": "float32, bfloat16 or float16 autocast of the "
+                                                               "parents' calls"})
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:

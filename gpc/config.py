@@ -58,8 +58,9 @@ def first_line(err: BaseException) -> str:
 def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Callable[[], Any]:
     """`env.factory` as a factory of envs, tried once here: a factory that cannot make an env (a misspelt
     task, a missing dataset), or one whose envs render no frames when videos are asked for, is then a
-    one-line error naming the field before any output exists. The probe's observation space is kept on the
-    factory (`make.observation_space`) so parents' inputs can be checked against it."""
+    one-line error naming the field before any output exists, as is an `env.max_steps` beyond the env's own
+    step limit. The probe's observation space is kept on the factory (`make.observation_space`) so parents'
+    inputs can be checked against it."""
 
     def make():
         return instantiate(env.factory)
@@ -70,6 +71,11 @@ def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Call
         raise ConfigError(f"{source}: env.factory: {first_line(err.__cause__ or err)}") from None  # hydra wraps it
     try:
         make.observation_space = probe.observation_space
+        limit = getattr(probe, "_max_episode_steps", None)  # the env's own TimeLimit, if it has one
+        max_steps = env.get("max_steps")
+        if limit is not None and isinstance(max_steps, int) and limit < max_steps:
+            raise ConfigError(f"{source}: env.max_steps: {max_steps} is beyond the env's own step limit of {limit}, "
+                              f"which would end episodes first; give the factory max_episode_steps: {max_steps} too")
         if need_frames:
             from gpc.video import NO_FRAMES, check_video_writer
 
@@ -96,14 +102,16 @@ def check_inputs(parents, observation_space, source: str) -> None:
     if spaces is None:
         raise ConfigError(f"{source}: env.factory: the env's observations are not a dict of named arrays")
     for i, parent in enumerate(parents):
+        own = {env: key for key, env in getattr(parent, "observations", {}).items()}  # a ParentView's mapping
         for inp in parent.spec.inputs:
+            read = f"{inp.key!r} (its {own[inp.key]!r})" if inp.key in own else repr(inp.key)
             if inp.key not in spaces:
                 raise ConfigError(f"{source}: compose.parents[{i}].observations: parent {parent.spec.name!r} reads "
-                                  f"{inp.key!r}, which the env does not give (it gives {sorted(spaces)}); map it: "
-                                  f"observations: {{{inp.key}: <env key>}}")
+                                  f"{read}, which the env does not give (it gives {sorted(spaces)}); map it: "
+                                  f"observations: {{{own.get(inp.key, inp.key)}: <env key>}}")
             shape = tuple(spaces[inp.key].shape or ())
             if not inp.accepts(shape):
-                raise ConfigError(f"{source}: compose.parents[{i}]: parent {parent.spec.name!r} reads {inp.key!r} as "
+                raise ConfigError(f"{source}: compose.parents[{i}]: parent {parent.spec.name!r} reads {read} as "
                                   f"{inp.kind} of shape {inp.shape}; the env gives shape {shape}")
 
 

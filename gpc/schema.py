@@ -183,7 +183,7 @@ def _type_name(kind: Any) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args)
     if origin is Literal:
-        return " | ".join(repr(a) if not isinstance(a, str) else a for a in args)
+        return " or ".join(repr(a) if not isinstance(a, str) else f"`{a}`" for a in args)
     if origin in (list, tuple):
         return f"list of {_type_name(args[0])}" if args else "list"
     if origin is dict:
@@ -215,8 +215,12 @@ def describe(schema: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
 
 
 def markdown_table(schema: type) -> str:
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|").replace("\n", " ")
+
     lines = ["| field | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{name}` | {kind} | {default} | {doc} |" for name, kind, default, doc in describe(schema)]
+    lines += [f"| `{name}` | {cell(kind)} | {cell(default)} | {cell(meaning)} |"
+              for name, kind, default, meaning in describe(schema)]
     return "\n".join(lines)
 
 

@@ -140,14 +140,22 @@ class ServeConfig:
 
 def documentation() -> str:
     """docs/configuration.md: every schema as a table."""
+    from gpc.hardware.deploy_job import DeployConfig
+    from gpc.hardware.robot_config import RobotFile
+    from gpc.policies.configuration import PolicyConfig
+    from gpc.policies.train import TrainConfig
+
     sections = [("Composition file (`configs/compose/*.yaml`, `compose=<file>`)", Composition),
-                ("A parent entry (`parents[i]`)", ParentEntry), ("`env` (configs/env/*.yaml)", EnvConfig),
+                ("`env` (configs/env/*.yaml)", EnvConfig),
                 ("`gpc eval`", EvalConfig), ("`gpc search`", SearchConfig), ("`gpc compare`", CompareConfig),
-                ("`gpc serve`", ServeConfig)]
+                ("`gpc serve`", ServeConfig), ("`gpc train`", TrainConfig),
+                ("Policy file (`configs/policy/*.yaml`; a checkpoint's `config.yaml` holds it, every field required)",
+                 PolicyConfig), ("`gpc deploy`", DeployConfig), ("Robot file (`configs/robot/*.yaml`)", RobotFile)]
     parts = ["# Configuration reference", "",
-             "Generated from the schemas in `gpc/schemas.py` by `python -m gpc.schemas > docs/configuration.md`; "
+             "Generated from the schemas by `python -m gpc.schemas > docs/configuration.md`; "
              "`tests/gpc/test_schemas.py` fails when it is stale. Unknown keys are refused, and every error names "
-             "the file and the field.", ""]
+             "the file and the field. Command settings are Hydra overrides: `gpc eval episodes=50 env.n_envs=20`.",
+             ""]
     for title, schema in sections:
         parts += [f"## {title}", "", markdown_table(schema), ""]
     return "\n".join(parts)

@@ -400,6 +400,8 @@ def train(config: DictConfig, source: str = "train config", settings: TrainConfi
     device = training_device(config, source)
     torch.manual_seed(training.seed)
     reweighting = training.sgfd
+    if not Path(settings.dataset.path).exists():
+        raise ConfigError(f"{source}: dataset.path: {settings.dataset.path} does not exist")
     dataset, normalizers, languages, envs = make_dataset(settings, settings.policy, need_env=reweighting.enabled)
     policy = Policy(settings.policy, normalizers).to(device)
     sgfd = None
