@@ -16,7 +16,7 @@ import torch
 from common import median_seconds, pusht_obs, random_policy
 from gpc.composer import Composer, make_generators
 from gpc.samplers import SamplerConfig
-from gpc.superposition import OperatorConfig
+from gpc.operators import OperatorConfig
 
 
 def main() -> None:

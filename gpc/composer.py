@@ -1,68 +1,31 @@
 """The composed sampler: heterogeneous parents, one shared noise sample, one denoising loop.
 
-At every step of the working sampler, each parent is queried at its own equivalent noise level with the
-state rescaled into its own path (gpc.noise.align), its output is converted to the sampler's quantity
-through the (noise, action) pair (gpc.predictions), the operator combines all parents, and the
-sampler's own step advances the shared state. Rows are laid out as envs x weight candidates, candidate
-fastest, so K candidates for B observations cost one batched call per parent per step.
+At every step of the working sampler, each parent the operator needs is queried at its own equivalent noise
+level with the state in its own frame (gpc.alignment), its output comes back in the sampler's quantity, and the
+operator (gpc.operators: convex, OR, AND) turns the predictions into the next state. Rows are laid out as envs x
+weight candidates, candidate fastest, so K candidates for B observations cost one batched call per parent per
+step. The whole algorithm is `Composer.sample`.
 """
 
 from __future__ import annotations
 
-import numbers
 import warnings
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 
 from gpc.acceleration import FastPath, FusedDenoisers, fusion_groups
 from gpc.action_spaces import ActionSpaceError, action_maps
-from gpc.noise import Level, VPSchedule, align
-from gpc.operators import Convex, WeightSchedule, as_schedules
+from gpc.alignment import Alignment
+from gpc.layout import ChunkLayout, CompositionError
+from gpc.noise import VPSchedule
+from gpc.operators import OperatorConfig, Scores, WeightSchedule, as_schedules, make_operator
 from gpc.parent import Encoding, Parent, concat_rows, repeat_rows
-from gpc.predictions import from_noise_and_action, to_noise_and_action
+from gpc.predictions import to_noise_and_action
 from gpc.samplers import MIN_UNCLIPPED_ALPHA_BAR, SamplerConfig, WorkingSampler
-from gpc.superposition import (LogDensityTracker, OperatorConfig, and_weights, or_weights, rademacher,
-                               row_dot, score_products, step_integrals)
+from gpc.superposition import rademacher, row_dot
 
-
-class CompositionError(ValueError):
-    """Parents that cannot be composed, or weights that do not fit them; `field` is the composition config
-    field at fault."""
-
-    def __init__(self, message: str, field: str = "parents"):
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass(frozen=True)
-class ChunkLayout:
-    """Where each parent's chunk sits on the composite chunk, aligned on the current control step."""
-
-    starts: tuple[int, ...]  # composite index of each parent's chunk index 0
-    length: int
-    action_start: int  # composite index of the current control step
-    n_action_steps: int
-
-    @classmethod
-    def of(cls, parents: Sequence[Parent], n_action_steps: int | None) -> "ChunkLayout":
-        current = max(p.spec.action_start for p in parents)
-        starts = tuple(current - p.spec.action_start for p in parents)
-        length = max(start + p.spec.horizon for start, p in zip(starts, parents))
-        executable = min(start + p.spec.horizon for start, p in zip(starts, parents)) - current
-        n = n_action_steps if n_action_steps is not None else min(p.spec.n_action_steps for p in parents)
-        if not isinstance(n, numbers.Integral) or not 1 <= n <= executable:
-            raise CompositionError(f"n_action_steps={n!r} must be an integer within 1..{executable} "
-                                   "(steps every parent predicts from the current one)", "n_action_steps")
-        return cls(starts, length, current, n)
-
-    def coverage(self, parents: Sequence[Parent]) -> torch.Tensor:
-        cover = torch.zeros(len(parents), self.length, dtype=torch.bool)
-        for i, (start, parent) in enumerate(zip(self.starts, parents)):
-            cover[i, start:start + parent.spec.horizon] = True
-        return cover
+__all__ = ["Composer", "CompositionError", "make_generators"]
 
 
 def check_composable(parents: Sequence[Parent]) -> None:
@@ -98,26 +61,26 @@ class Composer:
                  operator: OperatorConfig = OperatorConfig(), fast: FastPath = FastPath(), normalizers: str = "exact"):
         check_composable(parents)
         try:
-            self.maps = action_maps(parents, normalizers)
+            maps = action_maps(parents, normalizers)
         except ActionSpaceError as err:
             raise CompositionError(str(err), "normalizers") from None
         self.parents = list(parents)
-        self.sampler = sampler
-        self.operator = operator
-        self.fast = fast
+        self.sampler, self.operator, self.fast = sampler, operator, fast
+        self.device, self.dtype = torch.device(device), dtype
+        specs = [p.spec for p in self.parents]
+        self.layout = ChunkLayout.of(specs, n_action_steps)
+        self.coverage = self.layout.coverage(specs)
+        self.alignments = [Alignment(spec, start, self.layout.length, m, sampler)
+                           for spec, start, m in zip(specs, self.layout.starts, maps)]
         self.networks = [torch.compile(p.predict, dynamic=False) if fast.compile else p.predict
                          for p in self.parents]
         self.groups = fusion_groups(self.parents) if fast.fuse else [[i] for i in range(len(self.parents))]
         self.fused = {tuple(g): FusedDenoisers([self.parents[i].denoiser for i in g])
                       for g in self.groups if len(g) > 1}
         warn_if_noise_end_amplifies(self.parents, sampler)
-        self.layout = ChunkLayout.of(self.parents, n_action_steps)
-        self.coverage = self.layout.coverage(self.parents)
         if operator.superposed:
             check_superposable(operator, sampler, self.coverage)
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.normalizer = self.parents[0].spec.normalizer
+        self.normalizer = specs[0].normalizer
 
     @property
     def action_dim(self) -> int:
@@ -167,91 +130,30 @@ class Composer:
             row_candidates = list(range(len(candidates))) * (n_rows // len(candidates))
         elif len(row_candidates) != n_rows:
             raise CompositionError(f"{len(row_candidates)} row candidates for {n_rows} rows")
-        operator = Convex(candidates, self.coverage, torch.as_tensor(row_candidates, device=self.device))
-        shape = (self.layout.length, self.action_dim)
-        x = torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
-                         for g in generators])
+        operator = make_operator(self.operator, candidates, self.coverage,
+                                 torch.as_tensor(row_candidates, device=self.device), self.sampler.path, self.dtype)
         sampler = WorkingSampler(self.sampler, self.device)
-        if self.operator.superposed:
-            return self._sample_superposed(encodings, candidates, row_candidates, generators, x, sampler, inpaint)
-        for step in sampler.steps():
-            if inpaint is not None:
-                x = torch.where(inpaint[0], inpaint[1], x)
-            weights_now = operator.weights(step.level.s, self.dtype, self.device)
-            used = [self._used(weights_now, i) for i in range(len(self.parents))]
-            x = sampler.step(operator.combine(self._predict_all(x, step, encodings, used), weights_now), step, x,
-                             generators)
-        if inpaint is not None:
-            x = torch.where(inpaint[0], inpaint[1], x)
-        return x
-
-    def _sample_superposed(self, encodings, candidates, row_candidates, generators, x, sampler, inpaint):
-        """The AND / OR loop (gpc.superposition): per-row weights from running log-density estimates."""
-        n_rows, n_parents = x.shape[0], len(self.parents)
-        prior = torch.as_tensor(np.stack([c.at(1.0) for c in candidates]), dtype=torch.float64,
-                                device=self.device)[torch.as_tensor(row_candidates, device=self.device)]
-        used = [bool((prior[:, i] > 0).any()) for i in range(n_parents)]
-        tracker = LogDensityTracker(n_rows, n_parents, self.device)
-        deterministic = self.sampler.name != "ddpm"
+        x = torch.stack([torch.randn((self.layout.length, self.action_dim), generator=g, device=self.device,
+                                     dtype=self.dtype) for g in generators])
         for n, step in enumerate(sampler.steps()):
-            if inpaint is not None:
-                x = torch.where(inpaint[0], inpaint[1], x)
-            level = step.level
-            probe = rademacher(x.shape[1:], generators, self.device, self.dtype) if deterministic else None
-            outputs, scores, divergences = zip(*(self._score_terms(i, x, step, encodings[i], probe) if used[i]
-                                                 else _unused(x) for i in range(n_parents)))
-            next_level = sampler.landing_level(n)
-            tracked = level.alpha > 0  # at pure noise every parent's score is -x / sigma: no difference
-            if tracked:
-                F, G = step_integrals(self.sampler.path, level, next_level)
-                constants = tracker.step_terms(scores, x, divergences if deterministic else None, F, G)
+            x = _inpainted(x, inpaint)
+            used = operator.used(step)
+            if operator.needs_scores:
+                outputs, scores = self._scores(x, step, encodings, used, generators)
             else:
-                constants = torch.zeros(n_rows, n_parents, dtype=torch.float64, device=self.device)
-            if self.operator.name == "or":
-                kappa = or_weights(tracker.log_density, prior, self.operator.temperature)
-                x_next = sampler.step(_mix(outputs, kappa), step, x, generators)
-            else:
-                x_each = sampler.step_each(torch.stack(outputs), step, x, generators)
-                kappa = and_weights(tracker.log_density, constants, score_products(scores, x_each - x[None]),
-                                    prior > 0)
-                x_next = _mix(list(x_each), kappa)
-            if tracked:
-                tracker.update(scores, x, x_next, constants)
-            x = x_next
-        if inpaint is not None:
-            x = torch.where(inpaint[0], inpaint[1], x)
-        return x
+                outputs, scores = self._predict(x, step, encodings, used), None
+            x = operator.advance(sampler, step, n, x, outputs, scores, generators)
+        return _inpainted(x, inpaint)
 
-    def _score_terms(self, i: int, x: torch.Tensor, step, encoding: Encoding, probe: torch.Tensor | None):
-        """Parent i's working output, its score -e / sigma, and (given a probe z) the Hutchinson estimate of
-        its divergence z . (s(x + h z) - s(x)) / h, from one call on x and x + h z together."""
-        level = step.level
-        if probe is None:
-            q = self._predict_working(i, x, step, encoding)
-        else:
-            h = self.operator.probe_scale * level.sigma
-            both = self._predict_working(i, torch.cat([x, x + h * probe]), step, concat_rows(encoding, encoding))
-            q, q_probe = both[:x.shape[0]], both[x.shape[0]:]
-        e = to_noise_and_action(q, self.sampler.prediction_type, x, level)[0]
-        if probe is None:
-            return q, -e / level.sigma, None
-        e_probe = to_noise_and_action(q_probe, self.sampler.prediction_type, x + h * probe, level)[0]
-        divergence = -row_dot(probe, e_probe - e) / (level.sigma * h)
-        return q, -e / level.sigma, divergence
-
-    @staticmethod
-    def _used(weights: torch.Tensor, i: int) -> bool:
-        return bool((weights[:, i] != 0).any())
-
-    def _predict_all(self, x: torch.Tensor, step, encodings, used: Sequence[bool]) -> list[torch.Tensor | None]:
-        """Every used parent's prediction in the working quantity (None for unused ones), fused groups in one
-        call each."""
+    def _predict(self, x: torch.Tensor, step, encodings, used: Sequence[bool]) -> list[torch.Tensor | None]:
+        """Every used parent's prediction in the working quantity on the composite chunk (None for unused
+        ones), parents of one fused group in one call."""
         predictions: list[torch.Tensor | None] = [None] * len(self.parents)
         for group in self.groups:
             members = [i for i in group if used[i]]
             if not members:
                 continue
-            inputs = [self._network_input(i, x, step) for i in members]
+            inputs = [self.alignments[i].network_input(x, step) for i in members]
             with self.fast.autocast(self.device):
                 if len(members) > 1:
                     outputs = self._fused_for(group, members)(
@@ -260,8 +162,36 @@ class Composer:
                 else:
                     outputs = [self.networks[i](x_own, t, encodings[i]) for i, (x_own, t, *_) in zip(members, inputs)]
             for i, (x_own, _, level, seen), output in zip(members, inputs, outputs):
-                predictions[i] = self._to_working(i, output.to(self.dtype), x_own, x, step, level, seen)
+                predictions[i] = self.alignments[i].to_working(output.to(self.dtype), x_own, x, step, level, seen)
         return predictions
+
+    def _scores(self, x: torch.Tensor, step, encodings, used: Sequence[bool], generators):
+        """Predictions plus superposition's terms: each parent's score -e / sigma and, under deterministic
+        samplers, the Hutchinson estimate z . (s(x + h z) - s(x)) / h of its divergence, from one call on x and
+        x + h z together (twice the rows); zeros for unused parents (their weight is 0)."""
+        level, quantity = step.level, self.sampler.prediction_type
+        if self.sampler.name == "ddpm":  # stochastic: the Ito estimator needs no divergence
+            outputs = self._predict(x, step, encodings, used)
+            scores = [-to_noise_and_action(q, quantity, x, level)[0] / level.sigma if q is not None
+                      else torch.zeros_like(x) for q in outputs]
+            return [q if q is not None else torch.zeros_like(x) for q in outputs], Scores(scores, None)
+        probe = rademacher(x.shape[1:], generators, self.device, self.dtype)
+        h = self.operator.probe_scale * level.sigma
+        doubled = self._predict(torch.cat([x, x + h * probe]), step, [concat_rows(e, e) for e in encodings], used)
+        outputs, scores, divergences = [], [], []
+        for q in doubled:
+            if q is None:
+                outputs.append(torch.zeros_like(x))
+                scores.append(torch.zeros_like(x))
+                divergences.append(torch.zeros(x.shape[0], dtype=torch.float64, device=x.device))
+                continue
+            q, q_probe = q[:x.shape[0]], q[x.shape[0]:]
+            e = to_noise_and_action(q, quantity, x, level)[0]
+            e_probe = to_noise_and_action(q_probe, quantity, x + h * probe, level)[0]
+            outputs.append(q)
+            scores.append(-e / level.sigma)
+            divergences.append(-row_dot(probe, e_probe - e) / (level.sigma * h))
+        return outputs, Scores(scores, divergences)
 
     def _fused_for(self, group: list[int], members: list[int]) -> FusedDenoisers:
         if len(members) == len(group):
@@ -270,55 +200,6 @@ class Composer:
         if key not in self.fused:
             self.fused[key] = FusedDenoisers([self.parents[i].denoiser for i in members])
         return self.fused[key]
-
-    def _predict_working(self, i: int, x: torch.Tensor, step, encoding: Encoding) -> torch.Tensor:
-        """Parent i's prediction, in the working sampler's quantity, on the composite chunk."""
-        x_own, t, level, seen = self._network_input(i, x, step)
-        with self.fast.autocast(self.device):
-            output = self.networks[i](x_own, t, encoding)
-        return self._to_working(i, output.to(self.dtype), x_own, x, step, level, seen)
-
-    def _network_input(self, i: int, x: torch.Tensor, step):
-        """(state in parent i's own frame, its timestep per row, its level, the working level as it sees it) for
-        this working step. A parent in another action space sees the state mapped into it (gpc.action_spaces)."""
-        spec, action_map = self.parents[i].spec, self.maps[i]
-        start = self.layout.starts[i]
-        x_own = x[:, start:start + spec.horizon]
-        if action_map is None:
-            seen = step.level
-            timestep, scale, level = align(seen, self.sampler.path, step.timestep, spec.path)
-            if scale != 1.0:
-                x_own = x_own * scale
-        else:  # the offset rides on the parent's own signal level (the working one, rescaled, unless clamped)
-            seen = Level(step.level.alpha, action_map.noise_scale * step.level.sigma)
-            timestep, scale, level = align(seen, None, None, spec.path)
-            x_own = action_map.to_parent(x_own * scale, level.alpha)
-        return x_own, torch.full((x.shape[0],), timestep, dtype=self.dtype, device=self.device), level, seen
-
-    def _to_working(self, i: int, output: torch.Tensor, x_own: torch.Tensor, x: torch.Tensor, step, level, seen
-                    ) -> torch.Tensor:
-        """A parent's raw output turned into the working sampler's quantity on the composite chunk."""
-        spec, action_map = self.parents[i].spec, self.maps[i]
-        start = self.layout.starts[i]
-        if action_map is None and spec.prediction_type == self.sampler.prediction_type \
-                and spec.path == self.sampler.path:
-            q = output  # same quantity on the same path: no conversion, so weight 1 is bit-exact
-        else:
-            sign = getattr(spec.path, "velocity_sign", 1.0)
-            e, a = to_noise_and_action(output, spec.prediction_type, x_own, level, sign)
-            x_sub = x[:, start:start + spec.horizon]
-            if action_map is not None:
-                a = action_map.action_to_working(a)
-            if action_map is not None and not action_map.exact:
-                e, a = _through_velocity(e, a, x_sub, step.level)
-            else:
-                e, a = _consistent_with_state(e, a, x_sub, step.level, level, seen)
-            q = from_noise_and_action(e, a, self.sampler.prediction_type, step.level)
-        if spec.horizon == self.layout.length:
-            return q
-        padded = torch.zeros_like(x)
-        padded[:, start:start + spec.horizon] = q
-        return padded
 
     @torch.no_grad()
     def act(self, obs: Mapping[str, Any], weights, seeds: Sequence[int], common_noise: bool = True
@@ -334,6 +215,10 @@ class Composer:
         """The actions to execute now, in the env's units, from normalized composite chunks (rows, L, D)."""
         start = self.layout.action_start
         return self.normalizer.unnormalize(chunk[:, start:start + self.layout.n_action_steps])
+
+
+def _inpainted(x: torch.Tensor, inpaint: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    return x if inpaint is None else torch.where(inpaint[0], inpaint[1], x)
 
 
 def warn_if_noise_end_amplifies(parents: Sequence[Parent], sampler: SamplerConfig) -> None:
@@ -362,43 +247,3 @@ def check_superposable(operator: OperatorConfig, sampler: SamplerConfig, coverag
     if sampler.clip_sample:
         raise CompositionError(f"the {operator.name!r} operator needs clip_sample=False (the step must be affine "
                                "in the model output)", "sampler.clip_sample")
-
-
-def _unused(x: torch.Tensor):
-    """Placeholders for a parent no row uses: zero output and score, zero divergence (its weight is 0)."""
-    return torch.zeros_like(x), torch.zeros_like(x), torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-
-
-def _mix(tensors: Sequence[torch.Tensor], kappa: torch.Tensor) -> torch.Tensor:
-    """sum_i kappa[:, i] * tensors[i]; kappa (rows, P) in float64, tensors (rows, ...). Zero weights add exact
-    zeros, so weight 1 on one parent gives that parent's tensor bit for bit."""
-    out = None
-    for i, t in enumerate(tensors):
-        term = kappa[:, i].to(t.dtype).reshape(-1, *([1] * (t.dim() - 1))) * t
-        out = term if out is None else out + term
-    return out
-
-
-def _consistent_with_state(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level, parent_level, seen):
-    """Make a clamped parent's (e, a) consistent with the working state.
-
-    A parent whose schedule does not reach the level it was asked for (`seen`: the working level, in its
-    action space; e.g. a VP schedule's smallest noise above the sampler's last step) was queried at its nearest
-    level. Near the clean end its action estimate is the reliable half of the pair, near the noise end its noise
-    estimate; the other half is re-derived from `x = alpha a + sigma e` so that every working quantity gives the
-    same composite.
-    """
-    if abs(parent_level.s - seen.s) < 1e-9 or level.alpha == 0.0:  # at pure noise no action is implied
-        return e, a
-    if parent_level.s > seen.s:
-        return (x - level.alpha * a) / level.sigma, a
-    return e, (x - level.sigma * e) / level.alpha
-
-
-def _through_velocity(e: torch.Tensor, a: torch.Tensor, x: torch.Tensor, level):
-    """A pair from a parent queried at an approximate level (gpc.action_spaces), made consistent with the working
-    state through its velocity e - a: of four rules measured on Gaussian parents (keep e, keep a, keep the half
-    reliable at that level, keep e - a), this one strays least (benchmarks/normalizer_mismatch.py)."""
-    u = e - a
-    total = level.alpha + level.sigma
-    return (x + level.alpha * u) / total, (x - level.sigma * u) / total

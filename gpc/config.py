@@ -20,7 +20,7 @@ from gpc.parent import ParentView, first_non_finite
 from gpc.samplers import SamplerConfig
 from gpc.schema import ConfigError, check
 from gpc.schemas import Composition, ParentEntry
-from gpc.superposition import OperatorConfig
+from gpc.operators import OperatorConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["ConfigError", "Composition", "ParentEntry", "load_composer", "load_composition"]

@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Union
 from gpc.acceleration import FastPath
 from gpc.samplers import SamplerConfig
 from gpc.schema import doc, markdown_table
-from gpc.superposition import OperatorConfig
+from gpc.operators import OperatorConfig
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""AND / OR superposition (Skreta et al., "The Superposition of Diffusion Models", ICLR 2025).
+"""The math of AND / OR superposition (Skreta et al., "The Superposition of Diffusion Models", ICLR 2025); the
+operators themselves are gpc.operators.Or and gpc.operators.And.
 
 Every parent, once aligned (gpc.noise.align), is a denoiser on the working path x = alpha a + sigma e, so its
 score there is s_i = -e_i / sigma, whatever it was trained as. Along the sampling trajectory we keep a running
@@ -25,35 +26,10 @@ The term d f_t, equal for all parents, is left out: both operators only use diff
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from gpc.noise import FlowPath, Level, NoisePath
-
-OPERATORS = ("convex", "or", "and")
-
-
-@dataclass(frozen=True)
-class OperatorConfig:
-    """How the composer combines parents. `temperature` is OR's T; `probe_scale` is the Hutchinson step h
-    relative to the noise level sigma (deterministic samplers only)."""
-
-    name: str = "convex"
-    temperature: float = 1.0
-    probe_scale: float = 1e-2
-
-    def __post_init__(self):
-        if self.name not in OPERATORS:
-            raise ValueError(f"name: unknown operator {self.name!r}; choose from {', '.join(OPERATORS)}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ValueError(f"temperature: must be > 0, got {self.temperature}")
-        if not 0 < self.probe_scale < 1:
-            raise ValueError(f"probe_scale: must be within (0, 1), got {self.probe_scale}")
-
-    @property
-    def superposed(self) -> bool:
-        return self.name != "convex"
 
 
 def step_integrals(path: NoisePath, level: Level, next_level: Level) -> tuple[float, float]:

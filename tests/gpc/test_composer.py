@@ -140,7 +140,7 @@ def test_a_wrong_alignment_is_caught_by_the_moment_check(monkeypatch):
         t = timestep / 1000 if isinstance(source, VPSchedule) else timestep
         return (t if target.noise_at == 1 else 1 - t), 1.0, target.level(t if target.noise_at == 1 else 1 - t)
 
-    monkeypatch.setattr("gpc.composer.align", naive_align)
+    monkeypatch.setattr("gpc.alignment.align", naive_align)
     parents = [gaussian("eps_cos100"), gaussian("flow_noise_at_0")]
     samples = compose_samples(parents, SAME_GAUSSIAN_SAMPLERS[0], [0.0, 1.0], 4000)
     error = max(np.abs(samples.mean(0) - MEAN_A.reshape(-1)).max(), np.abs(np.cov(samples.T) - COV_A).max())

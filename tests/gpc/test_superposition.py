@@ -12,7 +12,8 @@ from gpc.noise import FlowPath, VPSchedule
 from gpc.operators import WeightSchedule
 from gpc.reference import GaussianParent
 from gpc.samplers import SamplerConfig
-from gpc.superposition import OperatorConfig, and_weights, step_integrals
+from gpc.operators import OperatorConfig
+from gpc.superposition import and_weights, step_integrals
 
 # A diffusion parent and a flow parent, far apart, with different covariances.
 MEAN_A, COV_A = np.array([[-2.0, 0.5]]), 0.3 * np.eye(2)
