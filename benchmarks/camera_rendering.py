@@ -12,9 +12,9 @@ import time
 import gymnasium as gym
 from omegaconf import OmegaConf
 
-from gpc.config import load_composer
-from gpc.evaluate import rollout
-from gpc.operators import WeightSchedule
+from gpc.app.config import load_composer
+from gpc.core.operators import WeightSchedule
+from gpc.runtime.rollout import RolloutSettings, rollout
 from gpc.sims.robomimic.env import LOW_DIM_KEYS, make_env
 
 
@@ -47,7 +47,8 @@ def main() -> None:
     results = {}
     for label, factory in (("render every step", every), ("render what is read", lazy)):
         start = time.perf_counter()
-        episodes = rollout(composer, factory, candidates, seeds, args.episodes, args.max_steps, progress=False)
+        episodes = rollout(composer, factory, candidates, seeds, RolloutSettings(args.episodes, args.max_steps,
+                                                                                 progress=False))
         seconds = time.perf_counter() - start
         steps = sum(e.length for e in episodes)
         results[label] = (seconds, episodes)

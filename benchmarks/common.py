@@ -5,16 +5,46 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 import yaml
 
-from gpc.normalizer import Normalizer
+from gpc.core.normalizer import Normalizer
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "policy"
+
+
+def interleaved(runs: dict[str, Callable[[], object]], rounds: int, baseline: str, warmup: int = 1
+                ) -> dict[str, dict[str, float]]:
+    """Time configurations interleaved: every round runs each once, in an order rotated round by round (A B C,
+    B C A, ...), so that a shared machine's slow spells fall on all of them alike. Returns, per configuration, the
+    median seconds and the ratio of its time to the baseline's taken round by round, as median and quartiles:
+    identical code then reads about 1.00 with a narrow spread, where back-to-back blocks drift apart."""
+    names = list(runs)
+    for _ in range(warmup):
+        for name in names:
+            runs[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            start = time.perf_counter()
+            runs[name]()
+            seconds[name].append(time.perf_counter() - start)
+    summary = {}
+    for name in names:
+        ratios = [t / b for t, b in zip(seconds[name], seconds[baseline])]
+        q1, median, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+        summary[name] = {"seconds": statistics.median(seconds[name]), "ratio": median, "ratio_q1": q1,
+                         "ratio_q3": q3}
+    return summary
+
+
+def ratio_text(row: dict[str, float]) -> str:
+    return f"{row['ratio']:.2f}x [{row['ratio_q1']:.2f}, {row['ratio_q3']:.2f}]"
 
 
 def median_seconds(fn, repeats: int = 5, warmup: int = 1) -> float:

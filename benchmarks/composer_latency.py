@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from common import median_seconds, pusht_obs, random_policy
-from gpc.composer import Composer, make_generators
-from gpc.samplers import SamplerConfig
+
+from gpc.core.composer import Composer, make_generators
+from gpc.core.samplers import SamplerConfig
 
 
 def chunk_time(composer: Composer, obs, weights, envs: int) -> float:

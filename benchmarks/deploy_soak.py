@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpc.cli import compose
+from gpc.app.cli import compose
 from gpc.hardware.deploy_job import run
 from gpc.hardware.robot_config import robot_config
 from gpc.hardware.rosbridge_sim import SimProcess

@@ -10,10 +10,11 @@ import argparse
 import time
 
 from common import random_policy
-from gpc.composer import Composer
-from gpc.evaluate import rollout
-from gpc.operators import WeightSchedule
-from gpc.samplers import SamplerConfig
+
+from gpc.core.composer import Composer
+from gpc.core.operators import WeightSchedule
+from gpc.core.samplers import SamplerConfig
+from gpc.runtime.rollout import RolloutSettings, rollout
 from gpc.sims.pusht.env import make_env
 
 
@@ -34,7 +35,7 @@ def main() -> None:
     results = {}
     for label, n_envs in [("one env at a time", 1), (f"vectorized, {args.n_envs} envs", args.n_envs)]:
         start = time.perf_counter()
-        episodes = rollout(composer, env, candidates, seeds, n_envs, args.max_steps, progress=False)
+        episodes = rollout(composer, env, candidates, seeds, RolloutSettings(n_envs, args.max_steps, progress=False))
         seconds = time.perf_counter() - start
         steps = sum(e.length for e in episodes)
         results[label] = steps / seconds

@@ -3,27 +3,25 @@
 Reference loop (what the GPC paper's code does): every denoising step, each parent re-encodes the
 observation and is called on its own at batch 1, then the predictions are mixed and diffusers' DDIM steps.
 Measured against it: gpc's composer (encoders once per control step, one batched call per parent per step),
-and each fast path of `gpc.acceleration` (fuse, compile, bfloat16). Parents: up to three diffusion U-Nets
-of the shipped PushT architecture with different random weights (fusable), DDIM 10 steps.
-Each configuration runs in its own process so that its peak memory can be read.
+and each fast path of `gpc.core.acceleration` (fuse, compile, bfloat16). Parents: up to three diffusion U-Nets
+of the shipped PushT architecture with different random weights (fusable), DDIM 10 steps. Configurations run
+interleaved in one process (benchmarks/common.py: `interleaved`), their ratios taken round by round.
 
-    python benchmarks/fast_path.py [--device cpu|cuda] [--threads N] [--repeats 5]
+    python benchmarks/fast_path.py [--device cpu|cuda] [--threads N] [--rounds 7]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
+import time
+from functools import partial
 
 import torch
+from common import interleaved, pusht_obs, random_policy, ratio_text
 
-from common import median_seconds, pusht_obs, random_policy
-from gpc.acceleration import FastPath
-from gpc.composer import Composer, make_generators
-from gpc.samplers import SamplerConfig
+from gpc.core.acceleration import FastPath
+from gpc.core.composer import Composer, make_generators
+from gpc.core.samplers import SamplerConfig
 
 CONFIGS = {
     "reference": None,
@@ -63,88 +61,54 @@ def reference_chunk(ps, obs, weights, generator_seed: int, device: str) -> torch
     return x
 
 
-def run_config(name: str, device: str, repeats: int) -> dict:
-    """Times for this configuration: batch-1 chunks for 1, 2, 3 parents and 20 envs x 11 candidates."""
-    fast = CONFIGS[name]
-    ps = parents(3, device)
-    sampler = SamplerConfig.native(ps[0].spec.path, "epsilon", STEPS)
-    obs1, obs20 = pusht_obs(1), pusht_obs(20)
-    grid = [[w / 10, 1 - w / 10] for w in range(11)]
-    result = {"config": name}
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    with torch.no_grad():
-        for n in (1, 2, 3):
-            weights = [1.0 / n] * n
-            if fast is None:
-                def chunk():
-                    reference_chunk(ps[:n], obs1, weights, 0, device)
-                    sync()
-            else:
-                composer = Composer(ps[:n], sampler, device=device, fast=fast)
-
-                def chunk():
-                    composer.sample(composer.encode(obs1), weights, make_generators([0], 1, device=device))
-                    sync()
-            result[f"batch1_{n}"] = median_seconds(chunk, repeats, warmup=2)
-        if fast is None:  # 220 rows one at a time, as the published loop would evaluate them
-            def throughput():
-                for env in range(20):
-                    one = {k: v[env:env + 1] for k, v in obs20.items()}
-                    for w in grid:
-                        reference_chunk(ps[:2], one, w, env, device)
-                sync()
-            result["grid_20x11"] = median_seconds(throughput, 1, warmup=0)
-        else:
-            composer = Composer(ps[:2], sampler, device=device, fast=fast)
-
-            def throughput():
-                composer.sample(composer.encode(obs20), grid, make_generators(range(20), 11, device=device))
-                sync()
-            result["grid_20x11"] = median_seconds(throughput, repeats, warmup=2)
-            k1 = median_seconds(lambda: (composer.sample(composer.encode(obs20), [[0.5, 0.5]],
-                                                         make_generators(range(20), 1, device=device)), sync()),
-                                repeats, warmup=1)
-            result["grid_20x1"] = k1
-    result["peak_mb"] = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
-                         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", help=argparse.SUPPRESS)  # one configuration, in a child process
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.only:
-        print(json.dumps(run_config(args.only, args.device, args.repeats)))
-        return
-    rows = {}
-    for name in CONFIGS:
-        out = subprocess.run([sys.executable, __file__, "--only", name, "--device", args.device, "--threads",
-                              str(args.threads), "--repeats", str(args.repeats)], capture_output=True, text=True)
-        if out.returncode:
-            print(f"{name}: failed: {out.stderr.strip().splitlines()[-1]}")
-            continue
-        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"  measured {name}", file=sys.stderr)
-    ref = rows["reference"]
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} torch threads"
-    print(f"{device}; DDIM {STEPS} steps; PushT U-Nets; ratio = reference time / config time (higher is faster)")
-    print("config        | 1 parent ms (x ref) | 2 parents ms (x ref) | 3 parents ms (x ref) | "
-          "20 envs x 11 cand. s (x ref) | 11 cand. / 1 cand. | peak MB")
-    for name, r in rows.items():
-        cells = [f"{1e3 * r[f'batch1_{n}']:8.1f} ({ref[f'batch1_{n}'] / r[f'batch1_{n}']:5.2f}x)" for n in (1, 2, 3)]
-        grid = f"{r['grid_20x11']:8.2f} ({ref['grid_20x11'] / r['grid_20x11']:6.1f}x)"
-        k = f"{r['grid_20x11'] / r['grid_20x1']:.2f}" if "grid_20x1" in r else "-"
-        print(f"{name:13s} | {cells[0]:19s} | {cells[1]:20s} | {cells[2]:20s} | {grid:28s} | {k:18s} | "
-              f"{r['peak_mb']:7.0f}")
-    plain = rows.get("gpc")
-    if plain:
-        overhead = plain["batch1_2"] / (2 * plain["batch1_1"])
-        print(f"gpc composition overhead at batch 1: 2 parents = {overhead:.3f} x the sum of the parents alone")
+    device = args.device
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    ps = parents(3, device)
+    sampler = SamplerConfig.native(ps[0].spec.path, "epsilon", STEPS)
+    obs1, obs20 = pusht_obs(1), pusht_obs(20)
+    grid = [[w / 10, 1 - w / 10] for w in range(11)]
+    composers = {(name, n): Composer(ps[:n], sampler, device=device, fast=fast)
+                 for name, fast in CONFIGS.items() if fast is not None for n in (1, 2, 3)}
+
+    def gpc_chunk(composer, obs, weights, rows, candidates):
+        composer.sample(composer.encode(obs), weights, make_generators(range(rows), candidates, device=device))
+        sync()
+
+    def reference(n):
+        reference_chunk(ps[:n], obs1, [1.0 / n] * n, 0, device)
+        sync()
+
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {args.threads} torch threads"
+    print(f"{where}; DDIM {STEPS} steps; PushT U-Nets; {args.rounds} interleaved rounds; ratio = config time / "
+          "baseline time, round by round: median [quartiles] (below 1 is faster)")
+    with torch.no_grad():
+        for n in (1, 2, 3):
+            runs = {"reference": partial(reference, n)}
+            runs |= {name: partial(gpc_chunk, composers[name, n], obs1, [1.0 / n] * n, 1, 1)
+                     for name in CONFIGS if name != "reference"}
+            print(f"batch 1, {n} parent{'s' * (n > 1)} (baseline: the published loop)")
+            for name, row in interleaved(runs, args.rounds, "reference", warmup=2).items():
+                print(f"  {name:13s} {1e3 * row['seconds']:8.1f} ms  {ratio_text(row)}")
+        runs = {name: partial(gpc_chunk, composers[name, 2], obs20, grid, 20, 11) for name in CONFIGS
+                if name != "reference"}
+        runs["gpc, 1 candidate"] = partial(gpc_chunk, composers["gpc", 2], obs20, [[0.5, 0.5]], 20, 1)
+        print("20 envs x 11 candidates, 2 parents, one call (baseline: gpc)")
+        for name, row in interleaved(runs, args.rounds, "gpc", warmup=2).items():
+            print(f"  {name:16s} {row['seconds']:8.2f} s  {ratio_text(row)}")
+        start = time.perf_counter()  # the published loop: 220 rows one at a time, timed once (it is slow)
+        for env in range(20):
+            one = {k: v[env:env + 1] for k, v in obs20.items()}
+            for w in grid:
+                reference_chunk(ps[:2], one, w, env, device)
+        sync()
+        print(f"  the published loop, once: {time.perf_counter() - start:8.2f} s")
 
 
 if __name__ == "__main__":

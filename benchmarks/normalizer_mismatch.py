@@ -1,10 +1,10 @@
 """How far the `normalizers: approximate` composition strays, against the spread of per-dimension scales.
 
-Two Gaussian parents (closed-form predictions, gpc.reference; diffusion, epsilon, cosine 100 steps) describe
+Two Gaussian parents (closed-form predictions, gpc.core.reference; diffusion, epsilon, cosine 100 steps) describe
 one action distribution in env units: one normalized as the working parent is, one normalized with
-per-dimension scales spread^-1/2 and spread^1/2 (and an offset). At weight 1 on the moved parent, the approximation is compared with the exact parent from the
-same noise (per sample) and with the true distribution (mean and standard deviation of 4096 samples), all in
-units of the action's standard deviation.
+per-dimension scales spread^-1/2 and spread^1/2 (and an offset). At weight 1 on the moved parent, the
+approximation is compared with the exact parent from the same noise (per sample) and with the true
+distribution (mean and standard deviation of 4096 samples), all in units of the action's standard deviation.
 
     python benchmarks/normalizer_mismatch.py
 """
@@ -17,11 +17,11 @@ import warnings
 import numpy as np
 import torch
 
-from gpc.composer import Composer, make_generators
-from gpc.noise import FlowPath, VPSchedule
-from gpc.normalizer import Normalizer
-from gpc.reference import GaussianParent
-from gpc.samplers import SamplerConfig
+from gpc.core.composer import Composer, make_generators
+from gpc.core.normalizer import Normalizer
+from gpc.core.paths import FlowPath, VPSchedule
+from gpc.core.reference import GaussianParent
+from gpc.core.samplers import SamplerConfig
 
 H, D = 4, 2
 WORKING = Normalizer(np.array([0.125, -0.25], np.float32), np.array([0.5, 0.5], np.float32))

@@ -28,10 +28,11 @@ from typing import Callable
 
 import numpy as np
 
-from gpc.episode_store import EpisodeStore
-from gpc.evaluate import candidate_label
-from gpc.search import (GaussianProcessRejects, Grid, ReplayBandit, SimulatedBandit, Space, SuccessiveRejects,
-                        make_space, run_search)
+from gpc.runtime.episodes import EpisodeStore
+from gpc.runtime.search import run_search
+from gpc.runtime.search.backends import ReplayBandit, SimulatedBandit
+from gpc.runtime.search.spaces import Space, make_space
+from gpc.runtime.search.strategies import GaussianProcessRejects, Grid, SuccessiveRejects
 
 CURVES = {  # shapes like the paper's sweeps: a peak inside, a sharp peak, a plateau, the best at a parent alone
     "smooth": [0.55, 0.60, 0.64, 0.68, 0.72, 0.74, 0.75, 0.73, 0.70, 0.66, 0.62],
@@ -123,7 +124,7 @@ def main() -> None:
         with EpisodeStore(args.replay, read_only=True) as store:  # the setup with the most episodes, if several
             episodes = max((store.episodes(setup) for setup in store.setups()), key=len)
         pool = ReplayBandit(space, episodes)
-        outcomes = np.array([[row[candidate_label(c)].success for c in space.candidates] for row in pool.pool], float)
+        outcomes = np.array([[row[c.label].success for c in space.candidates] for row in pool.pool], float)
         neighbours = [(k, k + 1) for k in range(len(space.candidates) - 1)]
         everyone = list(itertools.combinations(range(len(space.candidates)), 2))
         phi = [round(float(np.corrcoef(outcomes[:, i], outcomes[:, j])[0, 1]), 2) for i, j in neighbours]

@@ -14,14 +14,14 @@ import argparse
 import time
 
 import torch
-
 from common import random_policy
-from gpc.cli import compose
-from gpc.composer import Composer
-from gpc.config import ConfigError, load_composer
-from gpc.evaluate import rollout
-from gpc.samplers import SamplerConfig
-from gpc.search import make_space
+
+from gpc.app.cli import compose
+from gpc.app.config import ConfigError, load_composer
+from gpc.core.composer import Composer
+from gpc.core.samplers import SamplerConfig
+from gpc.runtime.rollout import RolloutSettings, rollout
+from gpc.runtime.search.spaces import make_space
 from gpc.sims.pusht.env import make_env
 
 
@@ -50,14 +50,16 @@ def main() -> None:
         return make_env(obs_keys=obs_keys, max_episode_steps=args.max_steps)
 
     print(f"{what}; {len(candidates)} candidates x {len(seeds)} seeds, {args.max_steps} steps max, 1 torch thread")
-    rollout(composer, env, candidates[:1], seeds[:1], 1, 8, progress=False)  # warm up: lazy imports, first calls
+    # warm up: lazy imports, first calls
+    rollout(composer, env, candidates[:1], seeds[:1], RolloutSettings(1, 8, progress=False))
     start = time.perf_counter()
-    batched = rollout(composer, env, candidates, seeds, len(candidates) * len(seeds), args.max_steps, ["coverage"],
-                      progress=False)
+    batched = rollout(composer, env, candidates, seeds,
+                      RolloutSettings(len(candidates) * len(seeds), args.max_steps, ("coverage",), False))
     t_batched = time.perf_counter() - start
     start = time.perf_counter()
     sequential = [e for c in candidates
-                  for e in rollout(composer, env, [c], seeds, len(seeds), args.max_steps, ["coverage"], progress=False)]
+                  for e in rollout(composer, env, [c], seeds,
+                                   RolloutSettings(len(seeds), args.max_steps, ("coverage",), False))]
     t_sequential = time.perf_counter() - start
     for label, episodes, seconds in [("batched, one rollout", batched, t_batched),
                                      ("one candidate after another", sequential, t_sequential)]:

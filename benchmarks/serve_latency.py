@@ -3,7 +3,7 @@
 Requests alternate in-process / through the server on the same frames and noise seeds (A B, then B A, ...:
 each pair's first side alternates), and the ratio is taken pair by pair, so drift in this shared machine's
 speed hits both sides of a pair alike. The server runs in a background thread of this process (its event loop
-and inference thread), the client is gpc.serve_client over loopback: the difference is msgpack, the
+and inference thread), the client is gpc.app.serve_client over loopback: the difference is msgpack, the
 websocket, validation and the thread hop.
 
     python benchmarks/serve_latency.py [--pairs 100] [--threads N]
@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 
-from gpc.cli import compose
-from gpc.serve import build_server, running
-from gpc.serve_client import PolicyClient
+from gpc.app.cli import compose
+from gpc.app.serve import build_server, running
+from gpc.app.serve_client import PolicyClient
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:

@@ -9,10 +9,10 @@ import argparse
 
 import numpy as np
 import torch
-
 from common import median_seconds, random_policy
-from gpc.composer import Composer, make_generators
-from gpc.samplers import SamplerConfig
+
+from gpc.core.composer import Composer, make_generators
+from gpc.core.samplers import SamplerConfig
 
 UNET = {"type": "unet", "down_dims": [32, 64, 128], "n_groups": 8, "time_embed_dim": 32}
 RGB = {"widths": [16, 32, 64], "num_keypoints": 16, "feature_dim": 32, "downsample": 2}

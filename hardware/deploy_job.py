@@ -19,14 +19,14 @@ from typing import Any, Callable, Optional
 import numpy as np
 from omegaconf import DictConfig
 
-from gpc.config import ConfigError, load_composer, resolve_path, weight_candidates
+from gpc.app.config import ConfigError, load_composer, resolve_path, weight_candidates
+from gpc.app.schema import check, doc
+from gpc.app.yaml_file import load_yaml
 from gpc.hardware.control_loop import ChunkPolicy, ComposedPolicy, ControlLoop
 from gpc.hardware.robot import RobotConnectionError, RosRobot
 from gpc.hardware.robot_config import RobotConfig, robot_config
 from gpc.hardware.safety import SafetyLayer
-from gpc.outputs import check_output_dir
-from gpc.schema import check, doc
-from gpc.yaml_file import load_yaml
+from gpc.runtime.outputs import check_output_dir
 
 LOG = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Joint-space "reach a configuration" parents with closed-form denoisers, to rehearse deployment on CPU.
 
-Each parent is gpc.reference.GaussianParent whose mean follows the observation: a chunk that approaches its
+Each parent is gpc.core.reference.GaussianParent whose mean follows the observation: a chunk that approaches its
 own target joint configuration at a first-order rate, capped at a joint speed. Because that approach is
 memoryless, replanning from any measured state continues the same motion. One parent is a diffusion parent
 (DDIM / epsilon), the other a flow-matching parent (velocity), so the composition crosses model kinds as a
@@ -15,11 +15,11 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from gpc.composer import Composer
-from gpc.noise import FlowPath, VPSchedule
-from gpc.normalizer import Normalizer
-from gpc.reference import GaussianParent
-from gpc.samplers import SamplerConfig
+from gpc.core.composer import Composer
+from gpc.core.normalizer import Normalizer
+from gpc.core.paths import FlowPath, VPSchedule
+from gpc.core.reference import GaussianParent
+from gpc.core.samplers import SamplerConfig
 
 
 def reach_chunk(positions: np.ndarray, target: np.ndarray, steps: int, period: float, time_constant: float,

@@ -12,8 +12,8 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
+from gpc.app.schema import ConfigError, check, doc
 from gpc.hardware.safety import SafetyLimits
-from gpc.schema import ConfigError, check, doc
 
 COMMAND_TYPES = ("std_msgs/Float64MultiArray", "trajectory_msgs/JointTrajectory")
 IMAGE_TYPES = ("sensor_msgs/CompressedImage", "sensor_msgs/Image")
@@ -155,7 +155,7 @@ class RobotFile:
 
 
 def robot_config(value: Any, source: str, prefix: str = "robot") -> RobotConfig:
-    """Parse a robot YAML (gpc.schema: unknown keys refused, every field typed); errors read
+    """Parse a robot YAML (gpc.app.schema: unknown keys refused, every field typed); errors read
     `{source}: {prefix}.field: ...`."""
     robot = check(RobotFile, value, source, prefix)
 

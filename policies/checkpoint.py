@@ -11,14 +11,15 @@ from typing import Mapping, Optional
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from gpc.atomic import replace_directory
-from gpc.normalizer import Normalizer
+from gpc.app.schema import check, doc
+from gpc.app.yaml_file import load_yaml
+from gpc.core.normalizer import Normalizer
 from gpc.policies.configuration import PolicyConfig
 from gpc.policies.modeling import Policy
-from gpc.schema import check, doc
-from gpc.yaml_file import load_yaml
+from gpc.runtime.atomic import replace_directory
 
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.safetensors"
 NORMALIZER_PREFIX = "normalizer."
@@ -94,24 +95,35 @@ def select_action_stats(normalizers: dict[str, Normalizer], config, action_stats
     normalizers["action"] = normalizers[f"action@{action_stats}"]
 
 
-def load_policy(directory: str | Path, device: str | torch.device = "cpu", action_stats: str | None = None) -> Policy:
-    """A policy in eval mode, ready to be a parent. Errors name the checkpoint folder and what is wrong.
-    `action_stats` picks the action statistics of a policy trained with `action_stats_by`."""
+def read_checkpoint(directory: str | Path, action_stats: str | None = None, weights: bool = True,
+                    also_needs: tuple[str, ...] = ()) -> tuple[PolicyConfig, dict[str, Normalizer], dict]:
+    """A checkpoint folder's config, normalizers (the action's chosen by `action_stats` for a policy trained with
+    `action_stats_by`) and, with `weights`, the network's tensors; whatever runs the network (torch or ONNX
+    Runtime) reads it here. Errors name the file and what is wrong."""
     directory = Path(directory)
     config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
+    for path in (config_path, weights_path, *(directory / name for name in also_needs)):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: checkpoint file not found")
     config = read_checkpoint_config(config_path)
-    tensors = load_file(str(weights_path))
-    normalizers = {}
-    for key, mode in config.normalization.items():
-        prefix = f"{NORMALIZER_PREFIX}{key}."
-        if f"{prefix}offset" not in tensors:
-            raise ValueError(f"{weights_path}: normalizer for {key!r} is missing")
-        normalizers[key] = Normalizer.from_state_dict(tensors, prefix, mode)
+    normalizers, tensors = {}, {}
+    with safe_open(str(weights_path), "pt") as stored:
+        names = set(stored.keys())
+        for key, mode in config.normalization.items():
+            prefix = f"{NORMALIZER_PREFIX}{key}."
+            if f"{prefix}offset" not in names:
+                raise ValueError(f"{weights_path}: normalizer for {key!r} is missing")
+            stats = {f"{prefix}{name}": stored.get_tensor(f"{prefix}{name}") for name in ("offset", "scale")}
+            normalizers[key] = Normalizer.from_state_dict(stats, prefix, mode)
+        if weights:
+            tensors = {name: stored.get_tensor(name) for name in names if not name.startswith(NORMALIZER_PREFIX)}
     select_action_stats(normalizers, config, action_stats, str(config_path))
+    return config, normalizers, tensors
+
+
+def load_policy(directory: str | Path, device: str | torch.device = "cpu", action_stats: str | None = None) -> Policy:
+    """A policy in eval mode, ready to be a parent."""
+    config, normalizers, tensors = read_checkpoint(directory, action_stats)
     policy = Policy(config, normalizers)
-    state = {k: v for k, v in tensors.items() if not k.startswith(NORMALIZER_PREFIX)}
-    policy.load_state_dict(state, strict=True)
+    policy.load_state_dict(tensors, strict=True)
     return policy.to(device).eval()

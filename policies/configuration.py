@@ -1,6 +1,6 @@
 """Typed configuration of a parent policy: its inputs, networks and training objective.
 
-Checked by gpc.schema at load time (unknown keys, types, ranges and the objective's kind named by field), so
+Checked by gpc.app.schema at load time (unknown keys, types, ranges and the objective's kind named by field), so
 a wrong or missing field is named in the error. A checkpoint's config is read with every field required:
 it never falls back to a default objective or schedule.
 """
@@ -12,10 +12,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from gpc.noise import BETA_SCHEDULES, FlowPath, NoisePath, VPSchedule
-from gpc.normalizer import MODES
-from gpc.predictions import DIFFUSION_PREDICTIONS, FLOW_PREDICTIONS
-from gpc.schema import check, doc
+from gpc.app.schema import check, doc
+from gpc.core.normalizer import MODES
+from gpc.core.paths import BETA_SCHEDULES, FlowPath, NoisePath, VPSchedule
+from gpc.core.predictions import DIFFUSION_PREDICTIONS, FLOW_PREDICTIONS
 
 ObsType = Literal["low_dim", "rgb", "pointcloud", "language"]
 OBS_TYPES = typing.get_args(ObsType)

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpc.normalizer import Normalizer
-from gpc.parent import ObservationInput, ParentSpec
-from gpc.samplers import SamplerConfig
+from gpc.core.contract import ObservationInput, ParentSpec
+from gpc.core.normalizer import Normalizer
+from gpc.core.samplers import SamplerConfig
 from gpc.policies.configuration import ObsFeature, PolicyConfig
 
 # Flow time lives in [0, 1]; the sinusoidal embedding wants a range like diffusion timesteps'.
@@ -147,21 +147,8 @@ class Policy(nn.Module):
         """The per-sample loss and the observation encoding it was conditioned on (SGFD reweights by it)."""
         action = self.normalizers["action"].normalize(batch["action"].to(self.device).float())
         encoding = self.encode(batch["obs"])
-        rows = action.shape[0]
         noise = torch.randn(action.shape, generator=generator, device=self.device)
-        objective = self.config.objective
-        if objective.kind == "diffusion":
-            acp = torch.as_tensor(self.path.alphas_cumprod, dtype=torch.float32, device=self.device)
-            t = torch.randint(0, objective.num_train_timesteps, (rows,), generator=generator, device=self.device)
-            alpha, sigma = acp[t].sqrt()[:, None, None], (1 - acp[t]).sqrt()[:, None, None]
-            noisy = alpha * action + sigma * noise
-            target = {"epsilon": noise, "sample": action, "v_prediction": alpha * noise - sigma * action}[
-                objective.prediction_type]
-            timestep = t.float()
-        else:
-            s = torch.rand((rows,), generator=generator, device=self.device)
-            noisy = (1 - s)[:, None, None] * action + s[:, None, None] * noise
-            target = self.path.velocity_sign * (noise - action)
-            timestep = s if self.path.noise_at == 1 else 1 - s
+        noisy, timestep, target = self.path.training_example(action, noise, self.config.objective.prediction_type,
+                                                             generator)
         prediction = self.predict(noisy, timestep, encoding)
         return ((prediction - target) ** 2).mean(dim=(1, 2)), encoding

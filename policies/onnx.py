@@ -1,7 +1,7 @@
 """ONNX Runtime backend: export a `Policy` to ONNX and load it back as a `gpc` parent.
 
 Deployment then needs neither the network code nor autograd, and may pick an execution provider; the
-composer does not notice, since the loaded object is still a `gpc.parent.Parent`.
+composer does not notice, since the loaded object is still a `gpc.core.contract.Parent`.
 
 An export folder is an ordinary checkpoint (`save_policy`: config.yaml, and model.safetensors holding the
 normalizer statistics) with two graphs beside it, each with a dynamic batch axis:
@@ -24,13 +24,9 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from gpc.normalizer import Normalizer
-from gpc.policies.checkpoint import (CONFIG_FILE, NORMALIZER_PREFIX, WEIGHTS_FILE, read_checkpoint_config, save_policy,
-                                    select_action_stats)
-from gpc.policies.configuration import PolicyConfig
+from gpc.policies.checkpoint import read_checkpoint, save_policy
 from gpc.policies.modeling import Policy, build_encoder, instruction_texts, observation_tensor, policy_spec
 
 try:
@@ -92,22 +88,6 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
                           dynamic_axes={**dynamic_axes, output_name: {0: "batch"}})
 
 
-def _read_checkpoint(directory: Path) -> tuple[PolicyConfig, dict[str, Normalizer]]:
-    """Config and normalizers only: the torch weights beside them are not loaded."""
-    for path in (directory / CONFIG_FILE, directory / WEIGHTS_FILE, directory / ENCODER_FILE,
-                 directory / DENOISER_FILE):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: ONNX policy file not found (write the folder with export_onnx)")
-    config = read_checkpoint_config(directory / CONFIG_FILE)
-    normalizers = {}
-    with safe_open(str(directory / WEIGHTS_FILE), "pt") as tensors:
-        for key, mode in config.normalization.items():
-            prefix = f"{NORMALIZER_PREFIX}{key}."
-            stats = {f"{prefix}{name}": tensors.get_tensor(f"{prefix}{name}") for name in ("offset", "scale")}
-            normalizers[key] = Normalizer.from_state_dict(stats, prefix, mode)
-    return config, normalizers
-
-
 class OnnxPolicy:
     """A parent whose encoder and denoiser run in ONNX Runtime; returns float32 torch tensors on `device`.
 
@@ -118,8 +98,8 @@ class OnnxPolicy:
 
     def __init__(self, directory: str | Path, device: str | torch.device = "cpu", action_stats: str | None = None):
         directory = Path(directory)
-        self.config, self.normalizers = _read_checkpoint(directory)
-        select_action_stats(self.normalizers, self.config, action_stats, str(directory / CONFIG_FILE))
+        self.config, self.normalizers, _ = read_checkpoint(directory, action_stats, weights=False,
+                                                           also_needs=(ENCODER_FILE, DENOISER_FILE))
         c = self.config
         self.spec = policy_spec(c, self.normalizers["action"])
         self.device = torch.device(device)
@@ -128,7 +108,7 @@ class OnnxPolicy:
         self.bound = self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
         if self.device.type == "cuda" and not self.bound:
             warnings.warn("CUDA requested but onnxruntime has no CUDAExecutionProvider "
-                          "(pip install onnxruntime-gpu); running on CPU")
+                          "(pip install onnxruntime-gpu); running on CPU", stacklevel=2)
         providers = ([("CUDAExecutionProvider", {"device_id": self.device.index or 0})] if self.bound else [])
         providers.append("CPUExecutionProvider")
         self.encoder = ort.InferenceSession(str(directory / ENCODER_FILE), providers=providers)

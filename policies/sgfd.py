@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from gpc.schema import doc
+from gpc.app.schema import doc
 
 
 @dataclass

@@ -26,15 +26,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from gpc.atomic import replace_directory, write_text_whole
-from gpc.config import first_line
-from gpc.normalizer import Normalizer
-from gpc.outputs import check_output_dir
+from gpc.app.config import first_line
+from gpc.app.schema import ConfigError, check, doc
+from gpc.core.normalizer import Normalizer
 from gpc.policies.checkpoint import NonFiniteError, refuse_non_finite, save_policy
 from gpc.policies.configuration import PolicyConfig
 from gpc.policies.modeling import Policy
 from gpc.policies.sgfd import SGFD, SGFDConfig, weighted_loss
-from gpc.schema import ConfigError, check, doc
+from gpc.runtime.atomic import replace_directory, write_text_whole
+from gpc.runtime.outputs import check_output_dir
 
 log = logging.getLogger(__name__)
 STATE_DIR = "train_state"
@@ -94,8 +94,8 @@ def make_dataset(config, policy_config, need_env: bool = False):
     integer environment label per episode from `meta/env`; `action_stats_by` fits action statistics per value
     of its `meta/` key.
     """
-    from gpc.policies.data.sequence import SequenceDataset, fit_normalizers
     from gpc.policies.data.replay_buffer import ReplayBuffer, read_replay_buffer
+    from gpc.policies.data.sequence import SequenceDataset, fit_normalizers
 
     features = [f for f in policy_config.obs if f.type != "language"]
     stored = read_replay_buffer(config.dataset.path, sorted({f.dataset_key or f.key for f in features} | {"action"}))

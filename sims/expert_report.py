@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from gpc.stats import wilson_interval
+from gpc.runtime.stats import wilson_interval
 
 
 def expert_summary(attempts: int, successes: int, episode_ends: Sequence[int], seed: int, seconds: float,

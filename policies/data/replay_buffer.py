@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import zarr
 
-from gpc.atomic import replace_directory
+from gpc.runtime.atomic import replace_directory
 
 
 class ReplayBuffer:

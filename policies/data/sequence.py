@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from gpc.normalizer import Normalizer
+from gpc.core.normalizer import Normalizer
 
 from .replay_buffer import ReplayBuffer
 

@@ -3,7 +3,8 @@
 `latest.ckpt` is `torch.save({cfg, state_dicts: {model, ema_model, optimizer}, pickles}, pickle_module=dill)`.
 Unpickling can run any code the file names, so gpc reads it with `torch.load(weights_only=True)` and an
 allowlist of exactly the globals such a checkpoint holds: omegaconf's config containers and nodes, `typing.Any`,
-builtin container and scalar types (a checkpoint saved again without dill names them), and harmless stand-ins for the two that would otherwise need dill and run a callable: `dill._dill._load_type`
+builtin container and scalar types (a checkpoint saved again without dill names them), and harmless stand-ins
+for the two that would otherwise need dill and run a callable: `dill._dill._load_type`
 (dill's way of pickling builtin types, asked only for container and scalar types here) and
 `collections.defaultdict` (omegaconf's resolver cache, built empty as a plain dict). A checkpoint naming any other
 global is refused, naming it, unless its composition entry says `trust: true`, which unpickles it in full
@@ -24,9 +25,9 @@ from typing import Any
 
 import torch
 
+from gpc.core.paths import BETA_SCHEDULES, VPSchedule
+from gpc.core.samplers import SamplerConfig
 from gpc.policies.diffusion_policy.modeling import DiffusionPolicyLowdim, LowdimSettings, linear_normalizer
-from gpc.noise import BETA_SCHEDULES, VPSchedule
-from gpc.samplers import SamplerConfig
 
 LOWDIM_UNET = "diffusion_policy.policy.diffusion_unet_lowdim_policy.DiffusionUnetLowdimPolicy"
 SCHEDULERS = {"diffusers.schedulers.scheduling_ddpm.DDPMScheduler": "ddpm",

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from gpc.normalizer import Normalizer
-from gpc.parent import ObservationInput, ParentSpec
+from gpc.core.contract import ObservationInput, ParentSpec
+from gpc.core.normalizer import Normalizer
+from gpc.core.samplers import SamplerConfig
 from gpc.policies.nets.diffusion_policy_unet import DiffusionPolicyUnet1D
-from gpc.samplers import SamplerConfig
 
 OBS_KEY = "obs"  # what DP's predict_action reads; map it onto the env's key in the composition (`observations`)
 

@@ -18,14 +18,14 @@ import torch
 from safetensors.numpy import load_file
 from torch import nn
 
-from gpc.normalizer import Normalizer
-from gpc.noise import VPSchedule
-from gpc.parent import ObservationInput, ParentSpec
+from gpc.core.contract import ObservationInput, ParentSpec
+from gpc.core.normalizer import Normalizer
+from gpc.core.paths import VPSchedule
+from gpc.core.samplers import SamplerConfig
 from gpc.policies.encoders.resnet import resnet_trunk
 from gpc.policies.lerobot.configuration import ACTION, DiffusionConfig, read_config
 from gpc.policies.lerobot.processing import Affine, read_normalization
 from gpc.policies.nets.diffusion_policy_unet import DiffusionPolicyUnet1D
-from gpc.samplers import SamplerConfig
 
 WEIGHTS_FILE = "model.safetensors"
 KIND = {"STATE": "low_dim", "ENV": "low_dim", "VISUAL": "rgb"}

@@ -30,10 +30,10 @@ import zarr
 from tqdm import tqdm
 from zarr.codecs import ZstdCodec
 
-from gpc.atomic import replace_directory
-from gpc.sims.expert_report import describe, expert_summary
+from gpc.runtime.atomic import replace_directory
 from gpc.sims.aloha.env import OBS_KEYS, make_env
 from gpc.sims.aloha.expert import ScriptedExpert
+from gpc.sims.expert_report import describe, expert_summary
 
 
 def round_mantissa(x: np.ndarray, bits: int) -> np.ndarray:

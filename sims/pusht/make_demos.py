@@ -19,7 +19,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from gpc.atomic import replace_directory
+from gpc.runtime.atomic import replace_directory
 from gpc.sims.expert_report import describe, expert_summary
 from gpc.sims.pusht.env import make_env
 from gpc.sims.pusht.expert import PushTExpert

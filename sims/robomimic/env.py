@@ -297,7 +297,7 @@ def env_from_dataset(path: str, obs_keys=None, image_size: int | None = None, ca
                      max_episode_steps: int | None = None, render_mode: str | None = None) -> gym.Env:
     """The env a dataset was recorded in, as robomimic evaluates: from the `env_args` of a robomimic HDF5
     file (`data.attrs`) or of a zarr store written by `make_demos` or `import_hdf5` (root attrs)."""
-    from gpc.config import first_line, resolve_path
+    from gpc.app.config import first_line, resolve_path
 
     source = resolve_path(path)
     if not source.exists():

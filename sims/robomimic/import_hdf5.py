@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from gpc.atomic import replace_directory
+from gpc.runtime.atomic import replace_directory
 
 
 class DatasetError(ValueError):

@@ -27,7 +27,7 @@ import robosuite
 import zarr
 from tqdm import tqdm
 
-from gpc.atomic import replace_directory
+from gpc.runtime.atomic import replace_directory
 from gpc.sims.expert_report import describe, expert_summary
 from gpc.sims.robomimic.env import CAMERAS, HORIZONS, LOW_DIM_KEYS, ROBOSUITE_ENV_TYPE, TASKS, make_env
 from gpc.sims.robomimic.expert import make_expert

@@ -22,7 +22,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from gpc.atomic import replace_directory
+from gpc.runtime.atomic import replace_directory
 
 
 def decode_jpeg(buffer: bytes) -> np.ndarray:

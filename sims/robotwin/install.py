@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gpc.config import resolve_path
+from gpc.app.config import resolve_path
 
 DEPLOY_POLICY = '''"""gpc composition for RoboTwin: every call goes to gpc.sims.robotwin.policy."""
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 from omegaconf import OmegaConf
 
-from gpc.config import load_composer, resolve_path, weight_candidates
+from gpc.app.config import load_composer, resolve_path, weight_candidates
 
 CAMERAS = ("head_camera", "left_camera", "right_camera", "front_camera")
 

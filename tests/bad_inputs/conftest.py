@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpc.cli import main as gpc_main
+from gpc.app.cli import main as gpc_main
 
 from .helpers import tiny_checkpoint
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_checkpoint(path: Path, name: str, action_dim: int = 2, kind: str = "diffusion", scale: float = 512.0):
-    from gpc.normalizer import Normalizer
+    from gpc.core.normalizer import Normalizer
     from gpc.policies.checkpoint import save_policy
     from gpc.policies.configuration import load_policy_config
     from gpc.policies.modeling import Policy

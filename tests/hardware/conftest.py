@@ -43,7 +43,7 @@ def sim(tmp_path, request):
 @pytest.fixture
 def deploy_config(sim, tmp_path):
     """`make(*overrides)`: the deploy config aimed at the sim, logging to tmp_path/logs."""
-    from gpc.cli import compose
+    from gpc.app.cli import compose
 
     def make(*overrides):
         return compose("deploy", [f"port={sim.port}", f"log_dir={tmp_path / 'logs'}", *overrides])

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gpc.cli import CONFIG_DIR
-from gpc.cli import main as gpc_main
+from gpc.app.cli import CONFIG_DIR
+from gpc.app.cli import main as gpc_main
 from gpc.hardware.robot import RobotConnectionError, RosRobot
 from gpc.hardware.robot_config import robot_config
 from gpc.hardware.safety import SafetyLayer
@@ -46,7 +46,7 @@ def test_gpc_deploy_moves_the_arm_toward_the_composed_target_and_stops_cleanly(s
     deploy = OmegaConf.load(CONFIG_DIR / "deploy.yaml")
     target = np.mean(np.asarray(deploy.policy.targets), axis=0)  # equal weights, equal covariances
     start = sim.joint_positions()
-    result = subprocess.run([sys.executable, "-m", "gpc.cli", "deploy", f"port={sim.port}", "duration_s=3",
+    result = subprocess.run([sys.executable, "-m", "gpc.app.cli", "deploy", f"port={sim.port}", "duration_s=3",
                              f"log_dir={tmp_path}"], capture_output=True, text=True, timeout=120,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr

@@ -220,7 +220,7 @@ def test_an_estop_that_cannot_be_trusted_stops_the_arm_until_a_well_formed_relea
 
 
 def test_a_refused_estop_subscription_stops_gpc_deploy_before_anything_is_sent(sim, deploy_config, capsys):
-    from gpc.cli import main as gpc_main
+    from gpc.app.cli import main as gpc_main
 
     sim.refuse_subscription("/estop")
     config = deploy_config()

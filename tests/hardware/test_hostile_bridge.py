@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gpc.cli import CONFIG_DIR
+from gpc.app.cli import CONFIG_DIR
 from gpc.hardware.robot import RobotConnectionError, RosRobot
 from gpc.hardware.robot_config import robot_config
 from gpc.hardware.safety import SafetyLayer

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gpc.cli import CONFIG_DIR
+from gpc.app.cli import CONFIG_DIR
 from gpc.hardware.receive import Drops, EstopMonitor
 from gpc.hardware.robot_config import EstopConfig, robot_config
 from gpc.hardware.safety import SafetyLayer

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gpc.composer import Composer, make_generators
+from gpc.core.composer import Composer, make_generators
 from gpc.policies.diffusion_policy.checkpoint import load_diffusion_policy, read_checkpoint
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "diffusion_policy" / "pusht_lowdim"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gpc.composer import Composer, make_generators
+from gpc.core.composer import Composer, make_generators
 from gpc.policies.lerobot.modeling import load_lerobot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,8 @@ def test_a_policy_type_gpc_does_not_load_is_named(tmp_path):
 
 
 def test_non_finite_statistics_are_refused(tmp_path):
-    from safetensors.numpy import load_file as load_np, save_file
+    from safetensors.numpy import load_file as load_np
+    from safetensors.numpy import save_file
 
     folder = _copy("pusht_keypoints_rawenv", tmp_path)
     stats_file = folder / "policy_postprocessor_step_0_unnormalizer_processor.safetensors"

@@ -5,8 +5,15 @@ import pytest
 import torch
 import zarr
 
-from gpc.policies.data import (ReplayBuffer, SequenceDataset, fit_normalizers, read_replay_buffer,
-                               sequence_windows, split_episodes, write_replay_buffer)
+from gpc.policies.data import (
+    ReplayBuffer,
+    SequenceDataset,
+    fit_normalizers,
+    read_replay_buffer,
+    sequence_windows,
+    split_episodes,
+    write_replay_buffer,
+)
 
 
 def tiny_episodes() -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gpc.policies.encoders import (PointCloudEncoder, RGBEncoder, StateEncoder)
+from gpc.policies.encoders import PointCloudEncoder, RGBEncoder, StateEncoder
 
 
 def test_state_encoder_identity_flattens_history():

@@ -8,13 +8,13 @@ from omegaconf import OmegaConf
 pytest.importorskip("onnx", reason="ONNX export needs the gpc[export] extra")
 pytest.importorskip("onnxruntime", reason="the ONNX backend needs onnxruntime")
 
-from gpc.composer import Composer, make_generators  # noqa: E402
-from gpc.config import load_composition  # noqa: E402
-from gpc.normalizer import Normalizer  # noqa: E402
+from gpc.app.config import load_composition  # noqa: E402
+from gpc.core.composer import Composer, make_generators  # noqa: E402
+from gpc.core.normalizer import Normalizer  # noqa: E402
+from gpc.core.samplers import SamplerConfig  # noqa: E402
 from gpc.policies.configuration import load_policy_config  # noqa: E402
 from gpc.policies.modeling import Policy  # noqa: E402
 from gpc.policies.onnx import OnnxPolicy, export_onnx, load_onnx_policy  # noqa: E402
-from gpc.samplers import SamplerConfig  # noqa: E402
 
 TOL = 1e-4
 ACTION_DIM, HORIZON = 2, 8

@@ -15,13 +15,13 @@ from diffusers.training_utils import EMAModel
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from gpc.composer import Composer, make_generators
-from gpc.normalizer import Normalizer
+from gpc.core.composer import Composer, make_generators
+from gpc.core.normalizer import Normalizer
+from gpc.core.samplers import SamplerConfig
+from gpc.policies import train as train_module
 from gpc.policies.checkpoint import load_policy, save_policy
 from gpc.policies.data.replay_buffer import read_replay_buffer, write_replay_buffer
-from gpc.policies import train as train_module
 from gpc.policies.train import _load_state, run_fingerprint, train, training_device
-from gpc.samplers import SamplerConfig
 
 SMALL_UNET = {"type": "unet", "down_dims": [16, 32], "n_groups": 4, "time_embed_dim": 16}
 SMALL_TRANSFORMER = {"type": "transformer", "d_model": 32, "n_heads": 2, "n_layers": 1}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from gpc.config import PROJECT_ROOT
+from gpc.app.config import PROJECT_ROOT
 from gpc.policies.sgfd import SGFD, SGFDConfig, random_fourier_features, weighted_cross_covariance, weighted_loss
 
 

@@ -4,7 +4,6 @@ checkpoint and train configs are strict: each refusal is one line naming the fil
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +15,13 @@ import yaml
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
-from gpc.normalizer import Normalizer
+from gpc.app.schema import ConfigError
+from gpc.core.normalizer import Normalizer
 from gpc.policies.checkpoint import load_policy, read_checkpoint_config, save_policy
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.data.replay_buffer import write_replay_buffer
 from gpc.policies.modeling import Policy
 from gpc.policies.train import load_train_config, train
-from gpc.schema import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"name": "tiny", "obs": [{"key": "state", "type": "low_dim", "shape": [3]}], "action_dim": 2, "horizon": 4,
@@ -120,7 +119,7 @@ def test_gpc_train_on_a_nan_dataset_exits_2_with_one_line_and_writes_nothing(tmp
     keypoint[3, 7] = np.nan
     dataset = store(tmp_path / "nan.zarr", keypoint=keypoint)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "gpc.cli", "train", "policy=pusht_state_diffusion",
+    result = subprocess.run([sys.executable, "-m", "gpc.app.cli", "train", "policy=pusht_state_diffusion",
                              f"dataset.path={dataset}", f"output_dir={out}", "training.device=cpu",
                              "training.progress=false"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
@@ -453,7 +452,7 @@ def test_a_train_config_typo_or_bad_value_names_its_field(change, message, clean
 def test_the_train_config_keeps_its_keys_and_defaults():
     """configs/train.yaml, resolved as `gpc train` composes it, passes the schema with the values it states;
     a config that leaves a section out gets the same values from the schema."""
-    from gpc.cli import compose
+    from gpc.app.cli import compose
 
     composed = compose("train", [])
     settings = load_train_config(composed, "configs/train.yaml")
@@ -466,8 +465,8 @@ def test_the_train_config_keeps_its_keys_and_defaults():
 
 
 def test_the_train_config_schema_documents_every_field_including_each_observation_inputs():
+    from gpc.app.schema import describe
     from gpc.policies.train import TrainConfig
-    from gpc.schema import describe
 
     rows = {name: doc for name, _, _, doc in describe(TrainConfig)}
     for name in ("output_dir", "dataset.path", "training.lr", "training.sgfd.inner_steps", "policy.horizon",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gpc.config import PROJECT_ROOT, load_composition
+from gpc.app.config import PROJECT_ROOT, load_composition
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from gpc.sims.robomimic.env import (  # noqa: E402
     make_env,
 )
 from gpc.sims.robomimic.expert import make_expert  # noqa: E402
-from gpc.sims.robomimic.import_hdf5 import DatasetError, import_hdf5, main as import_main  # noqa: E402
+from gpc.sims.robomimic.import_hdf5 import DatasetError, import_hdf5  # noqa: E402
+from gpc.sims.robomimic.import_hdf5 import main as import_main
 from gpc.sims.robomimic.make_demos import make_demos  # noqa: E402
 
 # A controller config as robomimic's robosuite <= 1.4 datasets store it (old field names included).
@@ -214,7 +215,7 @@ def test_shipped_env_configs_build_the_env_their_datasets_metadata_describes(tas
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from gpc.config import PROJECT_ROOT
+    from gpc.app.config import PROJECT_ROOT
 
     factory = OmegaConf.load(PROJECT_ROOT / f"configs/env/robomimic_{task}.yaml").factory
     recorded = env_from_dataset(f"data/robomimic/{task}_demos.zarr", obs_keys=list(factory.obs_keys))
@@ -234,7 +235,7 @@ def test_env_from_dataset_reads_a_robomimic_hdf5_file_and_names_a_file_without_m
 def test_env_from_dataset_without_a_path_is_a_one_line_config_error():
     from omegaconf import OmegaConf
 
-    from gpc.config import PROJECT_ROOT, ConfigError, env_factory
+    from gpc.app.config import PROJECT_ROOT, ConfigError, env_factory
 
     env = OmegaConf.load(PROJECT_ROOT / "configs/env/robomimic_dataset.yaml")
     with pytest.raises(ConfigError, match=r"^configs/eval.yaml: env.factory: Missing mandatory value: factory.path$"):

@@ -13,16 +13,17 @@ import gymnasium as gym  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from gpc.config import PROJECT_ROOT, ConfigError, load_composition  # noqa: E402
-from gpc.evaluate import rollout  # noqa: E402
-from gpc.normalizer import Normalizer  # noqa: E402
-from gpc.operators import WeightSchedule  # noqa: E402
+from gpc.app.config import PROJECT_ROOT, ConfigError, load_composition  # noqa: E402
+from gpc.core.normalizer import Normalizer  # noqa: E402
+from gpc.core.operators import WeightSchedule  # noqa: E402
 from gpc.policies.checkpoint import load_policy, save_policy  # noqa: E402
 from gpc.policies.configuration import load_policy_config  # noqa: E402
 from gpc.policies.data.replay_buffer import read_replay_buffer, write_replay_buffer  # noqa: E402
 from gpc.policies.modeling import Policy  # noqa: E402
+from gpc.runtime.rollout import RolloutSettings, rollout  # noqa: E402
 from gpc.sims.robomimic.env import INSTRUCTIONS, LOW_DIM_KEYS, make_env  # noqa: E402
-from gpc.sims.robomimic.multitask import join_stores, main as multitask_main  # noqa: E402
+from gpc.sims.robomimic.multitask import join_stores  # noqa: E402
+from gpc.sims.robomimic.multitask import main as multitask_main
 
 
 def test_instruction_observation_lies_in_its_space_and_batches_across_envs():
@@ -122,7 +123,7 @@ def test_vla_parent_composes_with_a_lift_parent_only_under_lifts_action_statisti
     composer = composition(tiny_vla, "Lift")
     obs_keys = (*LOW_DIM_KEYS, "agentview_image", "instruction")
     candidates = [WeightSchedule.constant((1.0, 0.0)), WeightSchedule.constant((0.5, 0.5))]
-    episodes = rollout(composer, lambda: make_env("Lift", obs_keys=obs_keys), candidates, [7], n_envs=2,
-                       max_steps=10, progress=False)
-    assert sorted(e.candidate for e in episodes) == ["w=0.5,0.5", "w=1,0"]
+    episodes = rollout(composer, lambda: make_env("Lift", obs_keys=obs_keys), candidates, [7],
+                       RolloutSettings(2, 10, progress=False))
+    assert sorted(e.candidate for e in episodes) == ["w=0.5,0.5", "w=1.0,0.0"]
     assert all(e.length == 10 or e.success for e in episodes)

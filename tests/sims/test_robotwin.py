@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from gpc.normalizer import Normalizer
+from gpc.core.normalizer import Normalizer
 from gpc.policies.checkpoint import save_policy
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy

@@ -1,0 +1,1 @@
+"""Running compositions: vectorized rollouts, the episode store, videos, reports and weight search."""
