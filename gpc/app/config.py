@@ -185,9 +185,16 @@ def weight_candidates(value: Any, n_parents: int, source: str, field: str = "wei
         raise ConfigError(f"{source}: {field}: need a weight vector, a list of them, or schedules "
                           f"{{knots: [...], weights: [[...], ...]}}, got {raw!r}")
     try:
-        return [_weight_schedule(c, n_parents, f"{field}[{k}]" if len(raw) > 1 else field) for k, c in enumerate(raw)]
+        schedules = [_weight_schedule(c, n_parents, f"{field}[{k}]" if len(raw) > 1 else field)
+                     for k, c in enumerate(raw)]
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
+    first = {}
+    for k, schedule in enumerate(schedules):
+        if schedule.key in first:
+            raise ConfigError(f"{source}: {field}[{k}]: the same weights as {field}[{first[schedule.key]}]")
+        first[schedule.key] = k
+    return schedules
 
 
 def _weight_schedule(raw: Any, n_parents: int, where: str) -> WeightSchedule:

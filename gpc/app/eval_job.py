@@ -24,7 +24,7 @@ from gpc.runtime.episodes import EpisodeStore, check_store
 from gpc.runtime.outputs import check_output_dir
 from gpc.runtime.report import format_table, summarize, write_reports
 from gpc.runtime.rollout import RolloutSettings, rollout
-from gpc.runtime.search import simplex_points
+from gpc.runtime.search.spaces import simplex_points
 
 
 @dataclass
@@ -54,16 +54,23 @@ def build_candidates(settings: EvalConfig, composer, weights, source: str, alone
             raise ConfigError(f"{source}: sweep: must be a step that divides 1 (0.1, 0.25, 0.5, ...), "
                               f"got {settings.sweep}") from None
         schedules = [WeightSchedule.constant(p) for p in points]
-        return schedules, [_name(s, names) for s in schedules], [p[0] for p in points]
+        return schedules, display_names(schedules, names), [p[0] for p in points]
     schedules = [WeightSchedule.constant(np.eye(n)[i]) for i in range(n)] if alone else []
-    schedules += [w for w in weights if w not in schedules]
-    return schedules, [_name(s, names) for s in schedules], None
+    keys = {s.key for s in schedules}
+    schedules += [w for w in weights if w.key not in keys]
+    return schedules, display_names(schedules, names), None
 
 
-def _name(schedule: WeightSchedule, names) -> str:
-    if len(schedule.knots) == 1 and max(schedule.weights[0]) == 1.0:
-        return f"{names[int(np.argmax(schedule.weights[0]))]} alone"
-    return "composed " + schedule.label
+def display_names(schedules: list[WeightSchedule], names: list[str]) -> list[str]:
+    """Row names: `<parent> alone` or `composed <label>`; where two labels round to the same text, those rows
+    show their exact keys instead."""
+    def name(schedule: WeightSchedule, exact: bool) -> str:
+        if len(schedule.knots) == 1 and max(schedule.weights[0]) == 1.0:
+            return f"{names[int(np.argmax(schedule.weights[0]))]} alone"
+        return "composed " + (schedule.key if exact else schedule.label)
+
+    short = [name(s, exact=False) for s in schedules]
+    return [name(s, exact=short.count(text) > 1) for s, text in zip(schedules, short)]
 
 
 def native_alone_groups(config: DictConfig, composer: Composer) -> list[Group]:

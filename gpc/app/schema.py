@@ -54,7 +54,7 @@ def _value(kind: Any, value: Any, where: str, field: str, require_all: bool = Fa
         return _union(args, value, where, field, require_all, meta)
     if origin is Literal:
         if value not in args or isinstance(value, bool) != any(isinstance(a, bool) for a in args):
-            raise _fail(where, field, f"{value!r} is not one of {', '.join(map(repr, args))}")
+            raise _fail(where, field, f"need one of {', '.join(map(repr, args))}, got {value!r}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -138,8 +138,17 @@ def _union(args, value, where, field, require_all, meta):
             return _value(option, value, where, field, require_all, meta)
         except ConfigError as err:
             errors.append(err)
-    raise errors[0] if len(errors) == 1 else _fail(where, field, f"need {_type_name(Union[tuple(options)])}, "
-                                                                 f"got {value!r}")
+    if len(errors) == 1 and (isinstance(value, Mapping) or len(chosen) == len(options)):
+        raise errors[0]
+    wanted = " or ".join(_shape(option) for option in options)
+    raise _fail(where, field, f"need {wanted}, got {value!r}")
+
+
+def _shape(kind: Any) -> str:
+    """A value of `kind` as a user would write it: `{topic: ..., timeout_s: ...}` for a mapping."""
+    if dataclasses.is_dataclass(kind):
+        return "{" + ", ".join(f"{f.name}: ..." for f in dataclasses.fields(kind) if f.init) + "}"
+    return _type_name(kind)
 
 
 def _dataclass(schema: type, value: Any, where: str, field: str, require_all: bool):

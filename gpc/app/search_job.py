@@ -112,7 +112,7 @@ def main(config: DictConfig, source: str = "search config") -> None:
     report, rows = write_report(result, config, out, setup, stored_before)
     print(format_table(rows))
     chosen = report["chosen"]
-    print(f"chosen {chosen['candidate']}: {_rate(chosen['selection'])} on its selection episodes (biased: chosen "
+    print(f"chosen {chosen['name']}: {_rate(chosen['selection'])} on its selection episodes (biased: chosen "
           f"on them); {_rate(chosen['held_out'])} on fresh seeds from {settings.report_seed}")
     cost = report["cost"]
     print(f"cost: {cost['selection_episodes']} selection + {cost['report_episodes']} report episodes "
@@ -139,7 +139,7 @@ def write_report(result: SearchResult, config: DictConfig, out: Path, setup: str
     report = {
         "parents": [str(parent.path) for parent in config.compose.parents], "setup": setup,
         "space": result.space.kind, "step": float(config.step), "strategy": str(config.strategy),
-        "chosen": {"candidate": labels[result.best], "key": best,
+        "chosen": {"name": labels[result.best], "candidate": best,
                    "selection": {**_part(by_key[best]), "biased": "upward: chosen on these episodes"},
                    "held_out": _part(held_out[0]) if held_out else None},
         "candidates": [asdict(by_key[key]) for key in keys],

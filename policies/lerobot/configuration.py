@@ -91,7 +91,7 @@ def read_config(folder: Path) -> DiffusionConfig:
     if kind not in SUPPORTED_TYPES:
         raise ValueError(f"{where}: type: LeRobot policy type {kind!r} is not supported; gpc loads "
                          f"{', '.join(SUPPORTED_TYPES)} (the flow VLAs pi0, pi05 and smolvla need hub files this "
-                         "loader cannot fetch: see the README's 'Bring your own checkpoints')")
+                         "loader cannot fetch: see docs/checkpoints.md)")
     get = _Getter(raw, where)
     inputs = tuple(_features(raw, "input_features", where))
     outputs = {f.key: f for f in _features(raw, "output_features", where)}

@@ -139,7 +139,7 @@ def test_bad_composition_input_exits_non_zero_with_one_line_and_no_output(parent
     ("weights=[{knots:[0,1]}]", "weights: a schedule needs exactly 'knots' and 'weights', got ['knots']"),
     ("weights=[[0.5,abc]]", "weights: need a list of numbers, got [0.5, 'abc']"),
     ("compose.weights=[0.5,abc]", "compose.weights: need a list of numbers"),
-    ("weights=[[0.3333,0.6667],[0.3334,0.6666]]", "weights: [0.3333, 0.6667] and [0.3334, 0.6666] are both"),
+    ("weights=[[0.5,0.5],[0.3,0.7],[0.5,0.5]]", "weights[2]: the same weights as weights[0]"),
     ("+env.factory.colour=red", "env.factory: make_env() got an unexpected keyword argument 'colour'"),
     ("videos=-1", "videos: need an integer >= 0, got -1"),
     ("env.factory._target_=gpc.sims.pusht.env.make_envv",
@@ -159,3 +159,12 @@ def test_help_prints_the_config_groups_and_the_command_defaults_and_runs_nothing
     assert "env: " in result.stdout and "robomimic_can" in result.stdout
     assert "episodes:" in result.stdout and "parents:" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rows_whose_labels_round_alike_show_their_exact_keys():
+    from gpc.app.eval_job import display_names
+    from gpc.core.operators import WeightSchedule
+
+    schedules = [WeightSchedule.constant(w) for w in ([1.0, 0.0], [0.3333, 0.6667], [0.3334, 0.6666], [0.5, 0.5])]
+    assert display_names(schedules, ["a", "b"]) == [
+        "a alone", "composed w=0.3333,0.6667", "composed w=0.3334,0.6666", "composed w=0.5,0.5"]

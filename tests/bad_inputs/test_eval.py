@@ -26,7 +26,7 @@ CASES = {
     "seed_negative": (lambda p, t: small_eval(_two(p), "seed=-1"), (SOURCE, "seed: need an integer >= 0")),
     "videos_negative": (lambda p, t: small_eval(_two(p), "videos=-1"), (SOURCE, "videos: need an integer >= 0")),
     "alone_sampler_unknown": (lambda p, t: small_eval(_two(p), "alone_sampler=own"),
-                              (SOURCE, "alone_sampler: 'own' is not one of")),
+                              (SOURCE, "alone_sampler: need one of")),
     "alone_not_a_bool": (lambda p, t: small_eval(_two(p), "alone=maybe"), (SOURCE, "alone: need true or false")),
     "sweep_not_dividing_one": (lambda p, t: small_eval(_two(p), "sweep=0.3"), (SOURCE, "sweep: must be a step")),
     "sweep_negative": (lambda p, t: small_eval(_two(p), "sweep=-0.1"), (SOURCE, "sweep: need a number > 0")),
@@ -117,7 +117,7 @@ CASES = {
     "compose_fast_precision_unknown": (lambda p, t: small_eval(_two(p), "compose.fast.precision=int3"),
                                        ("compose: fast.precision",)),
     "compose_normalizers_mode_unknown": (lambda p, t: small_eval(_two(p), "+compose.normalizers=roughly"),
-                                         ("compose: normalizers: 'roughly' is not one of",)),
+                                         ("compose: normalizers: need one of",)),
     # parents users bring (docs/checkpoints.md)
     "lerobot_folder_without_its_statistics": (lambda p, t: small_eval(
         f"compose={_lerobot_pair(t, drop='policy_preprocessor_step_3_normalizer_processor.safetensors')}"),

@@ -47,13 +47,15 @@ def test_weight_one_under_the_native_sampler_reproduces_diffusion_policys_chunks
         assert torch.all((composer.executable(chunk) - golden[f"{run}.action"][i]).abs() <= 1e-5 * scale)
 
 
-def test_the_network_matches_diffusion_policys_bit_for_bit(policy, golden):
+def test_the_network_matches_diffusion_policys_to_float_rounding(policy, golden):
+    """Every U-Net output to 1e-5 (outputs are of order 1): bit equality held on the CPU that recorded the golden,
+    not on every CPU (kernels sum in other orders; 1.4e-6 measured on another)."""
     for i in range(golden["obs"].shape[0]):
         torch.testing.assert_close(policy.encode({"obs": golden["obs"][i]}), golden["global_cond"][i], rtol=0,
                                    atol=1e-6)
         for j, t in enumerate(golden["unet.timesteps"]):
             out = policy.predict(golden["noise"][i], torch.tensor([float(t)]), golden["global_cond"][i])
-            assert torch.equal(out, golden["unet.eps"][i, j])
+            torch.testing.assert_close(out, golden["unet.eps"][i, j], rtol=0, atol=1e-5)
 
 
 def test_the_checkpoint_is_read_without_dill_and_uses_the_ema_weights(monkeypatch):

@@ -198,8 +198,8 @@ def test_a_rerun_with_another_dataset_into_the_same_folder_is_refused_not_resume
 
 
 @pytest.mark.parametrize("change, message", [
-    (dict(steps=0), "training.steps: need >= 1, got 0"),
-    (dict(log_every=0), "training.log_every: need >= 1, got 0"),
+    (dict(steps=0), "training.steps: need an integer >= 1, got 0"),
+    (dict(log_every=0), "training.log_every: need an integer >= 1, got 0"),
     (dict(device="gpu0"), "training.device: 'gpu0' is not a torch device"),
     (dict(horizon=64), "no episode is long enough for one training window (policy.horizon=64)"),
     (dict(sgfd_labels=[1, 1, 1]), "at least 2 environments"),

@@ -264,11 +264,11 @@ def test_two_runs_with_the_same_seeds_give_the_same_report_and_report_on_fresh_s
 
 @pytest.mark.parametrize("override, field", [
     ("report_seed=100003", "report_seed: report seeds 100003..100005 overlap the selection seeds"),
-    ("strategy=bayes", "strategy: 'bayes' is not one of 'adaptive', 'gp', 'grid'"),
+    ("strategy=bayes", "strategy: need one of 'adaptive', 'gp', 'grid', got 'bayes'"),
     ("strategy=gp lengthscale=0", "lengthscale: need a number > 0, got 0"),
     ("budget=5", "budget: successive rejects over 3 candidates needs at least 6"),
     ("space=simplex step=0.3", "step: must divide 1"),
-    ("backend=slurm", "backend: 'slurm' is not one of 'local', 'ray'"),
+    ("backend=slurm", "backend: need one of 'local', 'ray', got 'slurm'"),
     ("compose.operator=and", "compose.operator: 'and' has no weights to search"),
     ("compose.operator=or space=schedule", "space: the 'or' operator takes constant weights"),
     ("env.n_envs=abc", "env.n_envs: need an integer >= 1, got 'abc'"),
@@ -332,7 +332,7 @@ def test_killed_search_resumes_without_losing_a_finished_episode(parents, tmp_pa
     final = stored(out / "episodes.sqlite")
     assert set(after_kill) <= set(final)  # unchanged rows, wall times included
     pairs = [(candidate, seed) for candidate, seed, *_ in final]
-    expected = {(f"w={w}", s) for w in ("0,1", "0.5,0.5", "1,0") for s in range(100_000, 100_006)}
+    expected = {(f"w={w}", s) for w in ("0.0,1.0", "0.5,0.5", "1.0,0.0") for s in range(100_000, 100_006)}
     assert len(pairs) == len(set(pairs)) == 18 + 3 and expected <= set(pairs)
     assert f"({len(after_kill)} from the store)" in rerun.stdout
 
