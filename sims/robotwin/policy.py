@@ -124,7 +124,7 @@ def camera_image(observation: Mapping[str, Any], camera: str, size: tuple[int, i
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"observation['observation'][{camera!r}]['rgb'] has shape {rgb.shape}; expected (H, W, 3)")
     if rgb.shape[:2] != size:  # torch's area resize (OpenCV's INTER_AREA when shrinking): no OpenCV needed here
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+        image = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
         rgb = F.interpolate(image, size=size, mode="area").round().clamp(0, 255)[0].permute(1, 2, 0).numpy()
     return rgb.astype(np.uint8)
 

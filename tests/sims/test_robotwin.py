@@ -15,8 +15,10 @@ import dataclasses
 import importlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +30,11 @@ from gpc.core.normalizer import Normalizer
 from gpc.policies.checkpoint import save_policy
 from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy
+from gpc.sims.robotwin import client as robotwin_client
 from gpc.sims.robotwin import policy as robotwin
 from gpc.sims.robotwin.import_data import import_episodes
 from gpc.sims.robotwin.install import install
+from gpc.sims.robotwin.server import PolicyServer
 
 JOINTS = 14
 
@@ -456,3 +460,91 @@ print(model.get_action("go").shape)
 '''
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "(6, 14)", done.stderr[-3000:]
+
+
+def robotwin_side():
+    """RoboTwin's side of the wire as the fake above speaks it (its ModelClient, its simulator)."""
+    namespace = {}
+    exec(compile(FAKE_ROBOTWIN, "fake_robotwin", "exec"), namespace)
+    return namespace["ModelClient"], namespace["TaskEnv"]
+
+
+@pytest.fixture()
+def served(composition):
+    server = PolicyServer(robotwin.get_model({"compose": str(composition), "seed": 0}), port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def episode(env_class, step, reset, seed):
+    env = env_class(6, 6, seed=seed)
+    reset()
+    while env.take_action_cnt < env.step_lim:
+        step(env, env.get_obs())
+    return np.stack(env.actions)
+
+
+def test_server_answers_robotwins_client_with_the_in_process_chunks(composition, served):
+    ModelClient, TaskEnv = robotwin_side()
+    assert served.server_address[0] == "127.0.0.1"  # loopback unless told otherwise
+    local = robotwin.get_model({"compose": str(composition), "seed": 0})
+    remote = ModelClient(served.port)
+    for seed in (1, 2):
+        here = episode(TaskEnv, lambda env, obs: robotwin.eval(env, local, obs), lambda: robotwin.reset_model(local),
+                       seed)
+        there = episode(TaskEnv, lambda env, obs: robotwin_client.eval(env, remote, obs),
+                        lambda: remote.call(func_name="reset_model"), seed)
+        np.testing.assert_array_equal(there, here)
+    assert remote.gpc_inputs == {"cameras": ["head_camera"], "pointcloud": True, "action_dim": JOINTS}
+    seven = ModelClient(served.port)  # a 7-DoF embodiment is refused at its first observation
+    with pytest.raises(RuntimeError, match=r"gpc policy server: .*left_arm_dim \+ right_arm_dim \+ 2 = 7 \+ 7 \+ 2"):
+        robotwin_client.eval(TaskEnv(7, 7, seed=0), seven, TaskEnv(7, 7, seed=0).get_obs())
+    assert len(ModelClient(served.port).call(func_name="get_action", obs={
+        "observation": robotwin_observation(np.random.default_rng(0)), "instruction": "go"})) == 6  # still serving
+
+
+def framed(obj) -> bytes:
+    body = json.dumps(obj).encode() if not isinstance(obj, bytes) else obj
+    return len(body).to_bytes(4, "big") + body
+
+
+@pytest.mark.parametrize("payload, error", [
+    ((2 ** 31).to_bytes(4, "big"), "over the bound"),
+    (framed(b"\xff not json"), "not UTF-8 JSON"),
+    (framed([1, 2]), "answered are"),
+    (framed({"cmd": "__class__", "obs": None}), "cmd '__class__': answered are"),
+    (framed({"cmd": "update_obs", "obs": {"joint_action": {"vector": {
+        "__numpy_array__": True, "data": "AAAAAAAAAAA=", "dtype": "object", "shape": [1]}}}}), "array dtype 'object'"),
+    (framed({"cmd": "update_obs", "obs": {"joint_action": {"vector": {
+        "__numpy_array__": True, "data": "AAAAAAAAAAA=", "dtype": "float64", "shape": [14]}}}}), "needs 112 bytes"),
+    (framed({"cmd": "update_obs", "obs": {"joint_action": {}}}), "set data_type.qpos"),
+    (framed({"cmd": "get_action", "obs": "go"}), "obs must be {observation, instruction}"),
+    ((100).to_bytes(4, "big") + b"{}", "connection closed after 2 of 100 bytes"),
+])
+def test_server_survives_malformed_clients(served, payload, error):
+    ModelClient, _ = robotwin_side()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(1 << 16):  # the answer, then the server closes this connection
+            data += chunk
+    answer = json.loads(data[4:])
+    assert int.from_bytes(data[:4], "big") == len(data) - 4 and error in answer["error"] and "res" not in answer
+    assert ModelClient(served.port).call(func_name="reset_model") is None  # and it goes on serving
+
+
+def test_eval_server_script_runs_robotwins_client_against_gpcs_server(awkward_composition, tmp_path):
+    root = fake_robotwin(tmp_path / "RoboTwin")
+    folder = install(root, awkward_composition)
+    done = run_script(folder, "eval_server.sh", "beat_block_hammer", "demo_clean", "my_pair", "0", "0", sys.executable)
+    assert done.returncode == 0, done.stderr[-3000:]  # the client also asserts it never imported gpc
+    actions = np.load(result_folder(root) / "actions.npy")
+    assert actions.shape == (2, 20, JOINTS) and np.isfinite(actions).all()
+    bad = subprocess.run([sys.executable, "-m", "gpc.sims.robotwin.server", "--port", "0", "--config",
+                          str(folder / "deploy_policy.yml"), "--overrides", "--seed"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "gpc.sims.robotwin.server: --overrides: --seed has no " \
+                                                         "value (give --key value pairs)"
