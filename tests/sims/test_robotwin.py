@@ -374,9 +374,9 @@ def fake_robotwin(root: Path, arms=(6, 6)) -> Path:
     return root
 
 
-def run_script(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    """The policy folder's script, with this interpreter as RoboTwin's `python` (and gpc's, where asked)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def run_script(folder: Path, *args: str, robotwin_python: str = sys.executable) -> subprocess.CompletedProcess:
+    """The policy folder's script, with `robotwin_python` as RoboTwin's `python` (default this interpreter)."""
+    env = {**os.environ, "PATH": f"{Path(robotwin_python).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(["bash", *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -537,10 +537,17 @@ def test_server_survives_malformed_clients(served, payload, error):
     assert ModelClient(served.port).call(func_name="reset_model") is None  # and it goes on serving
 
 
-def test_eval_server_script_runs_robotwins_client_against_gpcs_server(awkward_composition, tmp_path):
+# RoboTwin's side in another environment: scripts/check_py310.sh sets ROBOTWIN_PYTHON to a Python 3.10 with only
+# numpy and pyyaml, as RoboTwin's own environment would be without gpc
+OTHER_PYTHON = [os.environ["ROBOTWIN_PYTHON"]] if os.environ.get("ROBOTWIN_PYTHON") else []
+
+
+@pytest.mark.parametrize("robotwin_python", [sys.executable, *OTHER_PYTHON])
+def test_eval_server_script_runs_robotwins_client_against_gpcs_server(awkward_composition, tmp_path, robotwin_python):
     root = fake_robotwin(tmp_path / "RoboTwin")
     folder = install(root, awkward_composition)
-    done = run_script(folder, "eval_server.sh", "beat_block_hammer", "demo_clean", "my_pair", "0", "0", sys.executable)
+    done = run_script(folder, "eval_server.sh", "beat_block_hammer", "demo_clean", "my_pair", "0", "0", sys.executable,
+                      robotwin_python=robotwin_python)
     assert done.returncode == 0, done.stderr[-3000:]  # the client also asserts it never imported gpc
     actions = np.load(result_folder(root) / "actions.npy")
     assert actions.shape == (2, 20, JOINTS) and np.isfinite(actions).all()
