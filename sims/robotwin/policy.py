@@ -10,7 +10,7 @@ reads them by its observation keys: an rgb key names a camera (`head_camera`, `l
 a language key the task's instruction.
 
 The same policy answers RoboTwin's client/server mode (`script/eval_policy_client.py`) from gpc's own environment:
-`gpc.sims.robotwin.server` holds it and the installed folder's client-side `deploy_policy.py` calls it.
+`gpc.sims.robotwin.server` holds it and `gpc.sims.robotwin.client` (copied into the policy folder) calls it.
 """
 
 from __future__ import annotations
