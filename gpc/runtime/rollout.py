@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
-import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
@@ -34,6 +33,8 @@ from gpc.runtime.episodes import NON_FINITE_ACTION, Episode
 from gpc.runtime.video import EpisodeVideos, clear_abandoned_partials, missing_videos
 
 if TYPE_CHECKING:
+    import gymnasium as gym
+
     from gpc.runtime.episodes import EpisodeStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def rollout(composer: Composer, make_env: Callable[[], gym.Env], candidates: Seq
                     and (keys[k], seed) in stored})  # run again for the frames only
     if not todo:
         return episodes
+    import gymnasium as gym  # here, not at the top: the core (RoboTwin's adapter among its users) runs without it
+
     n_envs = min(settings.n_envs, len(todo))
     # Slots run in waves of n_envs episodes; autoreset is off, finished slots idle until the wave ends.
     envs = gym.vector.SyncVectorEnv([make_env for _ in range(n_envs)],

@@ -7,7 +7,7 @@ Like RoboTwin's own DP / DP3 `process_data.py`: frame t's joint vector is the st
 the name gpc's parents read) and frame t+1's is `action`, so an episode of T frames gives T - 1 steps;
 cameras are decoded from the JPEG bytes RoboTwin stores (OpenCV wrote them from RGB arrays, so OpenCV's
 decode gives RGB back); the point cloud stays (1024, 6) xyz + rgb. Images stay HWC uint8, as gpc's datasets
-store them.
+store them. Run it in gpc's own environment: gpc's stores are zarr 3 (Python 3.11+), RoboTwin's has zarr 2.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import zarr
 from tqdm import tqdm
 
 from gpc.runtime.atomic import replace_directory
@@ -55,6 +54,18 @@ def read_episode(path: Path, cameras: list[str], with_point_cloud: bool) -> dict
     return steps
 
 
+def zarr3():
+    """zarr, if it is version 3 (what gpc's datasets read); RoboTwin's environment has zarr 2."""
+    try:
+        import zarr
+    except ImportError:
+        zarr = None
+    if zarr is None or int(getattr(zarr, "__version__", "0").split(".")[0]) < 3:
+        raise ImportError("importing RoboTwin data needs zarr 3 (Python 3.11+): run it in gpc's own environment, "
+                          "installed with pip install 'gpc[robotwin,train]'")
+    return zarr
+
+
 def import_episodes(source: Path, out: Path, cameras: list[str], with_point_cloud: bool,
                     episodes: int | None = None) -> dict:
     files = sorted((source / "data").glob("episode*.hdf5"), key=lambda p: int(p.stem.removeprefix("episode")))
@@ -62,10 +73,11 @@ def import_episodes(source: Path, out: Path, cameras: list[str], with_point_clou
         files = files[:episodes]
     if not files:
         raise FileNotFoundError(f"{source / 'data'}: no episode*.hdf5 files")
+    zarr = zarr3()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     root = zarr.open_group(tmp, mode="w")
-    arrays: dict[str, zarr.Array] = {}
+    arrays = {}
     ends = []
     try:
         for path in tqdm(files, desc="robotwin episodes"):
@@ -95,7 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     try:
         summary = import_episodes(args.source, args.out, args.cameras, args.point_cloud, args.episodes)
-    except (FileNotFoundError, KeyError, ValueError) as err:
+    except (FileNotFoundError, KeyError, ValueError, ImportError) as err:
         sys.exit(str(err).strip("'\""))
     print(json.dumps(summary))
 
