@@ -7,9 +7,11 @@ status 2 for bad input and 1 for an internal error, with the traceback only unde
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.resources
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -175,10 +177,36 @@ def main(argv: list[str] | None = None) -> int:
         if is_bad_input(err):
             print(f"gpc {argv[0]}: error: {first_line(err)}", file=sys.stderr)
             return 2
+        missing = missing_package(err)
+        if missing:
+            print(f"gpc {argv[0]}: error: {missing}", file=sys.stderr)
+            return 1
         print(f"gpc {argv[0]}: internal error: {type(err).__name__}: {first_line(err)} (gpc {DEBUG_FLAG} shows "
               "the traceback)", file=sys.stderr)
         return 1
     return 0
+
+
+def missing_package(err: BaseException) -> str | None:
+    """What to install, where a command needs a package that one of gpc's extras (or nothing of gpc's) provides."""
+    if not isinstance(err, ModuleNotFoundError) or not err.name or err.name.split(".")[0] == "gpc":
+        return None
+    name = err.name.split(".")[0]
+    line = f"this needs the Python package {name!r}, which is not installed"
+    try:
+        requirements = importlib.metadata.requires("gpc") or []
+    except importlib.metadata.PackageNotFoundError:
+        return line
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        if _normalized(re.split(r"[<>=!~\[ ]", spec.strip(), maxsplit=1)[0]) == _normalized(name) and "extra" in marker:
+            extra = marker.split("==")[-1].strip().strip("'\"")
+            return f"{line}: pip install 'gpc[{extra}]'"
+    return line
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from gpc.policies.configuration import load_policy_config
 from gpc.policies.modeling import Policy
 
 pytest.importorskip("gym_pusht")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_checkpoint(path, name, action_dim=2, kind="diffusion"):
@@ -168,3 +170,21 @@ def test_rows_whose_labels_round_alike_show_their_exact_keys():
     schedules = [WeightSchedule.constant(w) for w in ([1.0, 0.0], [0.3333, 0.6667], [0.3334, 0.6666], [0.5, 0.5])]
     assert display_names(schedules, ["a", "b"]) == [
         "a alone", "composed w=0.3333,0.6667", "composed w=0.3334,0.6666", "composed w=0.5,0.5"]
+
+
+def test_a_command_whose_extra_is_missing_says_what_to_install(tmp_path):
+    """Without zarr (the `train` extra), `gpc train` ends in one line naming the package and the extra."""
+    script = ("import sys\n"
+              "class Without:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name.split('.')[0] == 'zarr':\n"
+              "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+              "sys.meta_path.insert(0, Without())\n"
+              "from gpc.app.cli import main\n"
+              f"sys.exit(main(['train', 'dataset.path={ROOT / 'data/pusht/demos.zarr'}', "
+              f"'output_dir={tmp_path / 'out'}']))\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "gpc train: error: this needs the Python package 'zarr', which is not installed: pip install 'gpc[train]'"]
+    assert not (tmp_path / "out").exists()
