@@ -15,11 +15,12 @@ from torch import Tensor, nn
 from gpc.app.config import ConfigError, load_composer, resolve_path, weight_candidates
 from gpc.app.yaml_file import load_yaml
 from gpc.core.composer import Composer
+from gpc.core.operators import WeightSchedule
 from lerobot_policy_gpc.configuration_gpc import GpcConfig
 from lerobot_policy_gpc.mapping import PREFIX, as_array, check_inputs
 
 
-def load_composition(config: GpcConfig) -> tuple[Composer, object]:
+def load_composition(config: GpcConfig) -> tuple[Composer, WeightSchedule]:
     """The composer and its one weight vector or schedule; ConfigError names the file and field."""
     path = Path(config.composition).expanduser()
     if not path.is_file():
