@@ -28,13 +28,23 @@ env_cfg = PushtEnv(obs_type="environment_state_agent_pos")
 cfg = PreTrainedConfig.get_choice_class("gpc")(composition="configs/compose/pusht.yaml", derive="pusht", device="cpu")
 policy = make_policy(cfg, env_cfg=env_cfg)
 pre, post = make_pre_post_processors(cfg)
+from gpc.sims.pusht.env import block_keypoints
 calls = []
 act = policy.composer.act
-policy.composer.act = lambda *a, **k: calls.append(1) or act(*a, **k)
+policy.composer.act = lambda obs, *a, **k: calls.append(obs) or act(obs, *a, **k)
 envs = make_env(env_cfg, n_envs=1)["pusht"][0]
 obs, _ = envs.reset(seed=[3])
+sim = envs.envs[0].unwrapped
+agent, block, angle = np.array(sim.agent.position), np.array(sim.block.position), sim.block.angle
 policy.reset()
 for step in range(9):
+    if step == 1:  # the parents saw gpc's PushT quantities of the simulator's true state, both history frames
+        truth = {"state": np.r_[agent, block, angle % (2 * np.pi)],
+                 "keypoint": np.r_[block_keypoints(block, angle).ravel(), agent]}
+        for key, value in truth.items():
+            seen = calls[0][key]
+            assert seen.shape == (1, 2, len(value)), seen.shape
+            assert np.abs(seen - value).max() < 1e-3, (key, seen, value)
     action = post(policy.select_action(pre(preprocess_observation(obs))))
     assert action.shape == (1, 2) and torch.isfinite(action).all() and (action.abs() < 600).all(), action
     obs, *_ = envs.step(action.numpy())
