@@ -72,6 +72,58 @@ def ordered_coverage(sim: PushTEnv) -> float:
     return goal.intersection(block).area / goal.area
 
 
+@functools.cache
+def tee_corners_local() -> np.ndarray:
+    """The T's 8 corners (8, 2) in the block frame, in the order gym-pusht's `environment_state` lists them."""
+    _, shapes = PushTEnv.add_tee(pymunk.Space(), (0, 0), 0)
+    return PushTEnv.get_keypoints(shapes)
+
+
+def block_pose(environment_state, tolerance: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Block position (..., 2) and angle in [0, 2 pi) (...,) from gym-pusht's `environment_state` (..., 16).
+
+    The corners are a rigid motion of `tee_corners_local`, so the pose is their least-squares fit (2-D Procrustes);
+    observations that are not such a T (off by more than `tolerance` px: another env, other units) raise ValueError
+    rather than giving a parent a made-up pose.
+    """
+    corners = np.asarray(environment_state, dtype=np.float64)
+    if corners.shape[-1] != 16:
+        raise ValueError(f"environment_state: need gym-pusht's 16 corner coordinates, got shape {corners.shape}")
+    if not np.all(np.isfinite(corners)):
+        raise ValueError("environment_state: holds NaN or inf")
+    world = corners.reshape(*corners.shape[:-1], 8, 2)
+    local = tee_corners_local()
+    w = world - world.mean(axis=-2, keepdims=True)
+    u = local - local.mean(axis=0)
+    dot = (u[:, 0] * w[..., 0] + u[:, 1] * w[..., 1]).sum(-1)
+    cross = (u[:, 0] * w[..., 1] - u[:, 1] * w[..., 0]).sum(-1)
+    angle = np.arctan2(cross, dot)
+    c, s = np.cos(angle)[..., None], np.sin(angle)[..., None]
+    rotated = np.stack([c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1]], axis=-1)
+    position = (world - rotated).mean(axis=-2)
+    error = np.abs(rotated + position[..., None, :] - world).max()
+    if error > tolerance:
+        raise ValueError(f"environment_state: not gym-pusht's T corners in pixels (a rigid T fits them only to "
+                         f"{error:.1f} px)")
+    return position, np.mod(angle, 2 * np.pi)
+
+
+def derived_observations(environment_state, agent_pos) -> dict[str, np.ndarray]:
+    """`state` and `keypoint` as `DictObs` gives them, from what LeRobot's gym-pusht gives (`environment_state`
+    (..., 16) and `agent_pos` (..., 2)): so parents trained on gpc's PushT keys read the same quantities there."""
+    agent = np.asarray(agent_pos, dtype=np.float64)
+    position, angle = block_pose(environment_state)
+    if agent.shape[-1] != 2 or agent.shape[:-1] != position.shape[:-1] or not np.all(np.isfinite(agent)):
+        raise ValueError(f"agent_pos: need finite (..., 2) beside environment_state, got shape {agent.shape}")
+    c, s = np.cos(angle)[..., None, None], np.sin(angle)[..., None, None]
+    local = block_keypoints_local()  # block_keypoints, batched
+    keypoints = np.concatenate([c * local[:, :1] - s * local[:, 1:], s * local[:, :1] + c * local[:, 1:]], axis=-1)
+    keypoints = keypoints + position[..., None, :]
+    state = np.concatenate([agent, position, angle[..., None]], axis=-1)
+    keypoint = np.concatenate([keypoints.reshape(*keypoints.shape[:-2], 18), agent], axis=-1)
+    return {"state": state.astype(np.float32), "keypoint": keypoint.astype(np.float32)}
+
+
 class DictObs(gym.Wrapper):
     """Builds the requested observation keys from the simulator state. Info carries `coverage` and Diffusion
     Policy's per-step `score` (gym-pusht's reward, coverage / 0.95 clipped to 1) from the reset on; an
