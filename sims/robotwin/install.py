@@ -69,17 +69,19 @@ EVAL_ARGS = """    --overrides \\
     --seed ${{seed}} \\
     --policy_name {name}"""
 
+POSITIONAL = """task_name=${{1}}
+task_config=${{2}}
+ckpt_setting=${{3}}
+seed=${{4}}
+gpu_id=${{5}}
+"""
+
 EVAL_SH = """#!/bin/bash
 # bash eval.sh <task_name> <task_config> <ckpt_setting> <seed> <gpu_id>
 # gpc runs inside RoboTwin's Python environment. ckpt_setting only names the result folder
 # (eval_result/<task_name>/{name}/<task_config>/<ckpt_setting>/<timestamp>/).
 set -e
-task_name=${{1}}
-task_config=${{2}}
-ckpt_setting=${{3}}
-seed=${{4}}
-gpu_id=${{5}}
-export CUDA_VISIBLE_DEVICES=${{gpu_id}}
+""" + POSITIONAL + """export CUDA_VISIBLE_DEVICES=${{gpu_id}}
 cd ../..
 python script/eval_policy.py --config policy/{name}/deploy_policy.yml \\
 """ + EVAL_ARGS + "\n"
@@ -90,12 +92,8 @@ EVAL_SERVER_SH = """#!/bin/bash
 # environment) on a free loopback port, RoboTwin's script/eval_policy_client.py with this shell's python.
 # Results: eval_result/<task_name>/{name}/<task_config>/<ckpt_setting>/<timestamp>/.
 set -e
-task_name=${{1}}
-task_config=${{2}}
-ckpt_setting=${{3}}
-seed=${{4}}
-gpu_id=${{5}}
-gpc_python=${{6:?usage: bash eval_server.sh task_name task_config ckpt_setting seed gpu_id gpc_python}}
+""" + POSITIONAL + """gpc_python=${{6:?usage: bash eval_server.sh task_name task_config ckpt_setting seed gpu_id \
+gpc_python}}
 export CUDA_VISIBLE_DEVICES=${{gpu_id}}
 cd ../..
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
