@@ -11,7 +11,6 @@ from typing import Mapping, Optional
 
 import torch
 import yaml
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from gpc.app.schema import check, doc
@@ -19,6 +18,7 @@ from gpc.app.yaml_file import load_yaml
 from gpc.core.normalizer import Normalizer
 from gpc.policies.configuration import PolicyConfig
 from gpc.policies.modeling import Policy
+from gpc.policies.tensor_files import open_tensors
 from gpc.runtime.atomic import replace_directory
 
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.safetensors"
@@ -107,7 +107,7 @@ def read_checkpoint(directory: str | Path, action_stats: str | None = None, weig
             raise FileNotFoundError(f"{path}: checkpoint file not found")
     config = read_checkpoint_config(config_path)
     normalizers, tensors = {}, {}
-    with safe_open(str(weights_path), "pt") as stored:
+    with open_tensors(weights_path) as stored:
         names = set(stored.keys())
         for key, mode in config.normalization.items():
             prefix = f"{NORMALIZER_PREFIX}{key}."

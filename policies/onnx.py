@@ -111,8 +111,8 @@ class OnnxPolicy:
                           "(pip install onnxruntime-gpu); running on CPU", stacklevel=2)
         providers = ([("CUDAExecutionProvider", {"device_id": self.device.index or 0})] if self.bound else [])
         providers.append("CPUExecutionProvider")
-        self.encoder = ort.InferenceSession(str(directory / ENCODER_FILE), providers=providers)
-        self.denoiser = ort.InferenceSession(str(directory / DENOISER_FILE), providers=providers)
+        self.encoder = _session(directory / ENCODER_FILE, providers)
+        self.denoiser = _session(directory / DENOISER_FILE, providers)
 
     def encode(self, obs: Mapping[str, Any]) -> torch.Tensor:
         """(B, cond_dim), from the same observations `Policy.encode` takes."""
@@ -136,6 +136,15 @@ class OnnxPolicy:
             return _run_bound(session, inputs, self.device)
         (out,) = session.run(None, {name: x.detach().cpu().numpy() for name, x in inputs.items()})
         return torch.from_numpy(out).to(self.device)
+
+
+def _session(path: Path, providers: list) -> ort.InferenceSession:
+    """ONNX Runtime's session for one exported graph; a damaged file is a ValueError naming it."""
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own pybind types for unreadable models
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path}: not a readable ONNX model ({reason})") from None
 
 
 def _run_bound(session: ort.InferenceSession, inputs: Mapping[str, torch.Tensor],

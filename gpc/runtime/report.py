@@ -24,7 +24,7 @@ class Row:
     success_rate: float
     success_ci: tuple[float, float]
     mean_length: float
-    maxima: dict[str, tuple[float, float, float]]  # key -> (mean, ci low, ci high)
+    maxima: dict[str, tuple]  # key -> (mean, ci low, ci high); the interval None for one episode
     non_finite: int  # episodes ended as failures on a non-finite action chunk (NaN or inf): 0 for a sound policy
 
 
@@ -53,7 +53,8 @@ def format_table(rows: Sequence[Row]) -> str:
     for r in rows:
         cells = [r.name, str(r.episodes),
                  f"{100 * r.success_rate:5.1f} [{100 * r.success_ci[0]:4.1f}, {100 * r.success_ci[1]:4.1f}]"]
-        cells += [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in (r.maxima[k] for k in keys)]
+        cells += [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m:.3f} [one episode]"
+                  for m, lo, hi in (r.maxima[k] for k in keys)]
         cells += [f"{r.mean_length:.0f}", str(r.non_finite)]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -21,11 +21,12 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return low, high
 
 
-def mean_interval(values, z: float = Z95) -> tuple[float, float]:
-    """Normal-approximation 95% interval of a mean (for bounded per-episode scores)."""
+def mean_interval(values, z: float = Z95) -> tuple[float, float] | tuple[None, None]:
+    """Normal-approximation 95% interval of a mean (for bounded per-episode scores); (None, None) for fewer than two
+    values, which give no spread (written as null, never as NaN)."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < 2:
-        return float("nan"), float("nan")
+        return None, None
     half = z * values.std(ddof=1) / math.sqrt(len(values))
     return float(values.mean() - half), float(values.mean() + half)
 

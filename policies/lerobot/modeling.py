@@ -15,7 +15,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
 from torch import nn
 
 from gpc.core.contract import ObservationInput, ParentSpec
@@ -26,6 +25,7 @@ from gpc.policies.encoders.resnet import resnet_trunk
 from gpc.policies.lerobot.configuration import ACTION, DiffusionConfig, read_config
 from gpc.policies.lerobot.processing import Affine, read_normalization
 from gpc.policies.nets.diffusion_policy_unet import DiffusionPolicyUnet1D
+from gpc.policies.tensor_files import load_tensors
 
 WEIGHTS_FILE = "model.safetensors"
 KIND = {"STATE": "low_dim", "ENV": "low_dim", "VISUAL": "rgb"}
@@ -173,7 +173,7 @@ def load_lerobot(path: str | Path, device: str | torch.device = "cpu") -> LeRobo
     weights_file = folder / WEIGHTS_FILE
     if not weights_file.is_file():
         raise ValueError(f"{weights_file}: missing: a LeRobot folder keeps its weights there")
-    weights = load_file(str(weights_file))
+    weights = load_tensors(str(weights_file), "numpy")
     normalization = read_normalization(folder, config, weights)
     policy = LeRobotDiffusionPolicy(config, normalization, folder.name)
     state = lerobot_state_dict(weights)

@@ -24,9 +24,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
 from gpc.policies.lerobot.configuration import ACTION, DiffusionConfig, Feature
+from gpc.policies.tensor_files import load_tensors
 
 PREPROCESSOR, POSTPROCESSOR = "policy_preprocessor.json", "policy_postprocessor.json"
 LEGACY_EPS = 1e-8
@@ -81,7 +81,7 @@ def _step(file: Path, registry_name: str) -> dict:
     if not state_file or not stats_path.is_file():
         raise ValueError(f"{file}: steps.{registry_name}.state_file: the normalization statistics "
                          f"{state_file or '(none named)'} are missing from {file.parent}")
-    tensors = load_file(str(stats_path))
+    tensors = load_tensors(str(stats_path), "numpy")
     stats: dict[str, dict[str, np.ndarray]] = {}
     for key, value in tensors.items():
         feature, _, stat = key.rpartition(".")

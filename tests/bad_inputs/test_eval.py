@@ -142,7 +142,34 @@ CASES = {
                                                  ("obs_as_global_cond: only global conditioning",)),
     "diffusion_policy_ckpt_truncated": (lambda p, t: small_eval(compose_arg(_truncated_ckpt(t), p["a"])),
                                         ("truncated.ckpt", "not a readable torch checkpoint")),
+    "lerobot_weights_truncated": (lambda p, t: small_eval(f"compose={_lerobot_pair(t, damage=_truncate_weights)}"),
+                                  ("model.safetensors: not a readable safetensors file",)),
+    "lerobot_statistics_not_finite": (lambda p, t: small_eval(f"compose={_lerobot_pair(t, damage=_nan_statistic)}"),
+                                      ("normalizer_processor.safetensors", "observation.environment_state",
+                                       "not finite")),
+    "gpc_checkpoint_weights_truncated": (lambda p, t: small_eval(compose_arg(_truncated_copy(p["a"], t), p["b"])),
+                                         ("model.safetensors: not a readable safetensors file",)),
 }
+
+
+def _truncate_weights(folder):
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def _truncated_copy(checkpoint, tmp):
+    folder = shutil.copytree(checkpoint, tmp / "truncated")
+    _truncate_weights(folder)
+    return folder
+
+
+def _nan_statistic(folder):
+    from safetensors.numpy import load_file, save_file
+
+    stats = folder / "policy_preprocessor_step_3_normalizer_processor.safetensors"
+    tensors = load_file(str(stats))
+    tensors["observation.environment_state.min"][2] = float("nan")
+    save_file(tensors, str(stats))
 
 
 def _junk_loader(tmp):
@@ -169,7 +196,7 @@ def _foreign_store(tmp):
     return out
 
 
-def _lerobot_pair(tmp, drop=None, kind=None,
+def _lerobot_pair(tmp, drop=None, kind=None, damage=None,
                   mapping="{observation.state: agent_pos, observation.environment_state: environment_state}"):
     """A composition file pairing a copy of the shipped LeRobot parent (broken as asked) with keypoint_flow."""
     import json
@@ -177,6 +204,8 @@ def _lerobot_pair(tmp, drop=None, kind=None,
     folder = shutil.copytree(ROOT / "checkpoints" / "lerobot" / "pusht_keypoints", tmp / "lerobot")
     if drop:
         (folder / drop).unlink()
+    if damage:
+        damage(folder)
     if kind:
         config = json.loads((folder / "config.json").read_text())
         config["type"] = kind

@@ -192,3 +192,11 @@ def test_missing_graph_is_named(tmp_path):
     (directory / "denoiser.onnx").unlink()
     with pytest.raises(FileNotFoundError, match="denoiser.onnx"):
         load_onnx_policy(directory)
+
+
+def test_a_damaged_graph_is_one_error_naming_it(tmp_path):
+    directory = export_onnx(make_policy("state"), tmp_path / "state")
+    graph = directory / "denoiser.onnx"
+    graph.write_bytes(graph.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"denoiser\.onnx: not a readable ONNX model"):
+        load_onnx_policy(directory)

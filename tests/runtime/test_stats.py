@@ -16,3 +16,16 @@ def test_mean_interval_covers_the_mean_and_shrinks_with_more_samples():
     small, large = mean_interval(rng.uniform(size=20)), mean_interval(rng.uniform(size=2000))
     assert small[0] < 0.5 < small[1] and large[0] < 0.5 < large[1]
     assert large[1] - large[0] < small[1] - small[0]
+
+
+def test_one_episode_has_no_interval_and_its_report_is_strict_json():
+    import json
+    from dataclasses import asdict
+
+    from gpc.runtime.episodes import Episode
+    from gpc.runtime.report import format_table, summarize
+
+    assert mean_interval([0.5]) == (None, None)
+    rows = summarize([Episode("w=1.0", 0, True, 10, {"coverage": 0.96})], ["w=1.0"], ["a alone"])
+    assert "0.960 [one episode]" in format_table(rows)
+    json.dumps([asdict(r) for r in rows], allow_nan=False)  # NaN would raise: it is not JSON
