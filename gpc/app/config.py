@@ -7,6 +7,7 @@ before any output is written.
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -77,6 +78,14 @@ def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Call
         if limit is not None and isinstance(max_steps, int) and limit < max_steps:
             raise ConfigError(f"{source}: env.max_steps: {max_steps} is beyond the env's own step limit of {limit}, "
                               f"which would end episodes first; give the factory max_episode_steps: {max_steps} too")
+        track = list(env.get("track_max") or [])
+        if track or need_frames:
+            _, info = probe.reset(seed=0)
+            unknown = [key for key in track if not isinstance(info.get(key), numbers.Real)]
+            if unknown:
+                numeric = sorted(k for k, v in info.items() if isinstance(v, numbers.Real) and not isinstance(v, bool))
+                raise ConfigError(f"{source}: env.track_max: {unknown} not among the numbers the env's info gives "
+                                  f"at reset: {numeric}")
         if need_frames:
             from gpc.runtime.video import NO_FRAMES, check_video_writer
 
@@ -84,7 +93,6 @@ def env_factory(env: DictConfig, source: str, need_frames: bool = False) -> Call
                 check_video_writer()
             except ValueError as err:
                 raise ConfigError(f"{source}: {err}") from None
-            probe.reset(seed=0)
             try:
                 frame = probe.render()
             except Exception as err:  # noqa: BLE001 - an env without a render mode may raise, not return None
@@ -266,6 +274,15 @@ def load_composer(config: Any, source: str, base: Path | None = None) -> Compose
                         fast=composition.fast, normalizers=composition.normalizers)
     except CompositionError as err:
         raise ConfigError(f"{source}: {err.field}: {err}") from None
+
+
+def chosen_weights(weights: Any, compose: DictConfig, source: str) -> list[WeightSchedule]:
+    """A command's `weights` if given, else the composition's, checked against its parent count before any parent
+    loads (so that a bad weight is the one line, ahead of what loading may warn)."""
+    n_parents = len(read_composition(compose, f"{source}: compose").parents)
+    if weights is not None:
+        return weight_candidates(weights, n_parents, source)
+    return weight_candidates(compose.get("weights"), n_parents, source, "compose.weights")
 
 
 def load_composition(config: Any, source: str) -> tuple[Composer, list[WeightSchedule]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gpc.app.config import ConfigError, check_inputs, env_factory, load_composer, weight_candidates
+from gpc.app.config import ConfigError, check_inputs, chosen_weights, env_factory, load_composer
 from gpc.app.schema import check
 from gpc.app.schemas import EvalConfig
 from gpc.app.setups import setup_hash
@@ -90,11 +90,8 @@ def main(config: DictConfig, source: str = "eval config") -> None:
     settings = check(EvalConfig, config, source)
     out = check_output_dir(settings.output_dir, source)
     check_store(out / "episodes.sqlite", f"{source}: output_dir")
+    weights = chosen_weights(settings.weights, config.compose, source)
     composer = load_composer(config.compose, f"{source}: compose")
-    if settings.weights is not None:
-        weights = weight_candidates(settings.weights, len(composer.parents), source)
-    else:
-        weights = weight_candidates(config.compose.get("weights"), len(composer.parents), source, "compose.weights")
     native = settings.alone and settings.alone_sampler == "native" and not settings.sweep
     schedules, names, sweep_x = build_candidates(settings, composer, weights, source,
                                                  alone=settings.alone and not native)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from omegaconf import DictConfig
 
-from gpc.app.config import ConfigError, load_composer, weight_candidates
+from gpc.app.config import ConfigError, chosen_weights, load_composer, weight_candidates
 from gpc.app.schema import check
 from gpc.app.schemas import ServeConfig
 from gpc.core.composer import Composer, CompositionError
@@ -334,12 +334,8 @@ def running(server: PolicyServer) -> Iterator[int]:
 
 def build_server(config: DictConfig, source: str) -> PolicyServer:
     settings = check(ServeConfig, config, source)
+    weights = chosen_weights(settings.weights, config.compose, source)
     composer = load_composer(config.compose, f"{source}: compose")
-    n = len(composer.parents)
-    if settings.weights is not None:
-        weights = weight_candidates(settings.weights, n, source)
-    else:
-        weights = weight_candidates(config.compose.get("weights"), n, source, "compose.weights")
     if len(weights) != 1:
         raise ConfigError(f"{source}: weights: serve one weight vector or schedule (requests may send their "
                           f"own), got {len(weights)}")
@@ -378,7 +374,7 @@ def main(config: DictConfig, source: str = "serve config") -> None:
     try:
         asyncio.run(until_terminated())
     except OSError as err:
-        raise ConfigError(f"{source}: port: cannot listen on {server.host}:{server.port}: {err}") from None
+        raise ConfigError(f"{source}: host: cannot listen on {server.host}:{server.port}: {err}") from None
     except KeyboardInterrupt:
         pass
     print("gpc serve: stopped")

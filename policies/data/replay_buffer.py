@@ -73,7 +73,10 @@ def read_replay_buffer(path: str | os.PathLike, keys: Sequence[str] | None = Non
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"replay buffer {path} does not exist")
-    root = zarr.open_group(path, mode="r")
+    try:
+        root = zarr.open_group(path, mode="r")
+    except (zarr.errors.BaseZarrError, FileNotFoundError, ValueError) as err:
+        raise ValueError(f"{path} is not a zarr store ({type(err).__name__}: {str(err).splitlines()[0]})") from None
     if "data" not in root or "meta" not in root or "episode_ends" not in root["meta"]:
         raise ValueError(f"{path} is not a replay buffer: it needs data/ and meta/episode_ends")
     available = sorted(root["data"].array_keys())

@@ -68,6 +68,11 @@ CASES = {
                               ("bad.yaml", "not valid YAML")),
     "compose_file_a_list": (lambda p, t: small_eval(f"compose={write(t / 'list.yaml', '- a')}"),
                             ("list.yaml", "must be a YAML mapping")),
+    "compose_file_weights_not_finite": (lambda p, t: small_eval("compose=" + str(write(
+        t / "nan.yaml", f"parents: [{{path: '{p['a']}'}}, {{path: '{p['b']}'}}]\nweights: [.nan, 1]\n"))),
+        ("nan.yaml", "compose.weights: weights must be finite")),
+    "env_track_max_unknown": (lambda p, t: small_eval(_two(p), "env.track_max=[nope]"),
+                              (SOURCE, "env.track_max: ['nope'] not among the numbers")),
     "compose_key_misspelt": (lambda p, t: small_eval(_two(p), "+compose.sampler_steps=3"),
                              ("compose: sampler_steps: unknown key", "did you mean 'sampler'")),
     "compose_without_parents": (lambda p, t: small_eval("compose.parents=[]"), ("compose: parents: need a list")),

@@ -35,6 +35,8 @@ def _nan_store(tmp):
 TRAIN = {
     "dataset_missing": (lambda t: small_train(t, f"dataset.path={t / 'none.zarr'}"), ("dataset.path",)),
     "dataset_with_nan": (lambda t: small_train(t, f"dataset.path={_nan_store(t)}"), ("action", "nan")),
+    "dataset_not_a_zarr_store": (lambda t: small_train(t, f"dataset.path={write(t / 'demos.csv', 'a,b')}"),
+                                 ("demos.csv is not a zarr store",)),
     "policy_unknown": (lambda t: small_train(t, "policy=pusht_transformer_xl"), ("policy: no policy named",)),
     "policy_horizon_zero": (lambda t: small_train(t, "policy.horizon=0"), ("policy.horizon",)),
     "policy_objective_kind_unknown": (lambda t: small_train(t, "policy.objective.kind=gan"), ("policy.objective.kind",)),
