@@ -146,7 +146,10 @@ def _check(config: DiffusionConfig, raw: dict, where: str) -> None:
 def _features(raw: dict, field: str, where: str) -> list[Feature]:
     value = raw.get(field)
     if not isinstance(value, dict) or not value:
-        raise ValueError(f"{where}: {field}: missing or empty")
+        older = "input_shapes" in raw or "output_shapes" in raw
+        raise ValueError(f"{where}: {field}: missing or empty" + (
+            "; this folder is in an older LeRobot format (input_shapes / output_shapes), and gpc reads the "
+            "input_features format current LeRobot writes" if older else ""))
     features = []
     for key, spec in value.items():
         if (not isinstance(spec, dict) or spec.get("type") not in FEATURE_TYPES
