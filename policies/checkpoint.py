@@ -18,7 +18,7 @@ from gpc.app.yaml_file import load_yaml
 from gpc.core.normalizer import Normalizer
 from gpc.policies.configuration import PolicyConfig
 from gpc.policies.modeling import Policy
-from gpc.policies.tensor_files import open_tensors
+from gpc.policies.tensor_files import load_matching, open_tensors
 from gpc.runtime.atomic import replace_directory
 
 CONFIG_FILE, WEIGHTS_FILE = "config.yaml", "model.safetensors"
@@ -125,5 +125,5 @@ def load_policy(directory: str | Path, device: str | torch.device = "cpu", actio
     """A policy in eval mode, ready to be a parent."""
     config, normalizers, tensors = read_checkpoint(directory, action_stats)
     policy = Policy(config, normalizers)
-    policy.load_state_dict(tensors, strict=True)
+    load_matching(policy, tensors, str(Path(directory) / WEIGHTS_FILE), f"{CONFIG_FILE}'s network")
     return policy.to(device).eval()

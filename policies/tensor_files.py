@@ -24,3 +24,18 @@ def load_tensors(path: str | Path, framework: str = "pt") -> dict:
     """Every tensor of the file, as `framework` arrays ("pt" or "numpy")."""
     with open_tensors(path, framework) as stored:
         return {name: stored.get_tensor(name) for name in stored.keys()}
+
+
+def load_matching(module, tensors: dict, where: str, network: str, optional: tuple[str, ...] = ()) -> None:
+    """Load `tensors` into `module` only if they are its tensors by name and shape (names starting with `optional`
+    may be absent): a checkpoint written for another network is one ValueError naming the file, never a partial
+    load or torch's multi-line report."""
+    own = module.state_dict()
+    missing = sorted(k for k in own if k not in tensors and not k.startswith(optional))
+    unexpected = sorted(k for k in tensors if k not in own)
+    if missing or unexpected:
+        raise ValueError(f"{where}: tensors do not match {network}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(own[name].shape):
+            raise ValueError(f"{where}: {name}: shape {tuple(tensor.shape)}, {network} needs {tuple(own[name].shape)}")
+    module.load_state_dict(tensors, strict=not optional)

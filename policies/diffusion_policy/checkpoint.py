@@ -28,6 +28,7 @@ import torch
 from gpc.core.paths import BETA_SCHEDULES, VPSchedule
 from gpc.core.samplers import SamplerConfig
 from gpc.policies.diffusion_policy.modeling import DiffusionPolicyLowdim, LowdimSettings, linear_normalizer
+from gpc.policies.tensor_files import load_matching
 
 LOWDIM_UNET = "diffusion_policy.policy.diffusion_unet_lowdim_policy.DiffusionUnetLowdimPolicy"
 SCHEDULERS = {"diffusers.schedulers.scheduling_ddpm.DDPMScheduler": "ddpm",
@@ -194,14 +195,5 @@ def load_diffusion_policy(path: str | Path, device: str | torch.device = "cpu", 
                                    linear_normalizer(stats["action", "scale"], stats["action", "offset"]),
                                    path.stem if path.stem not in ("latest", "last") else path.parent.name)
     weights = {k: v for k, v in state.items() if k.startswith("model.")}
-    own = policy.state_dict()
-    missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"{path}: state_dicts.{key}: tensors do not match the config's ConditionalUnet1D: missing "
-                         f"{missing[:3]}, unexpected {unexpected[:3]}")
-    for name, tensor in weights.items():
-        if tuple(tensor.shape) != tuple(own[name].shape):
-            raise ValueError(f"{path}: state_dicts.{key}.{name}: shape {tuple(tensor.shape)}, the config's network "
-                             f"needs {tuple(own[name].shape)}")
-    policy.load_state_dict(weights)
+    load_matching(policy, weights, f"{path}: state_dicts.{key}", "the config's ConditionalUnet1D")
     return policy.to(device).eval()

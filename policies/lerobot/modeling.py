@@ -25,7 +25,7 @@ from gpc.policies.encoders.resnet import resnet_trunk
 from gpc.policies.lerobot.configuration import ACTION, DiffusionConfig, read_config
 from gpc.policies.lerobot.processing import Affine, read_normalization
 from gpc.policies.nets.diffusion_policy_unet import DiffusionPolicyUnet1D
-from gpc.policies.tensor_files import load_tensors
+from gpc.policies.tensor_files import load_matching, load_tensors
 
 WEIGHTS_FILE = "model.safetensors"
 KIND = {"STATE": "low_dim", "ENV": "low_dim", "VISUAL": "rgb"}
@@ -177,15 +177,5 @@ def load_lerobot(path: str | Path, device: str | torch.device = "cpu") -> LeRobo
     normalization = read_normalization(folder, config, weights)
     policy = LeRobotDiffusionPolicy(config, normalization, folder.name)
     state = lerobot_state_dict(weights)
-    own = policy.state_dict()
-    missing = sorted(k for k in own if k not in state and not k.startswith("norm_"))
-    unexpected = sorted(k for k in state if k not in own)
-    if missing or unexpected:
-        raise ValueError(f"{weights_file}: tensors do not match config.json's network: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(f"{weights_file}: {key}: shape {tuple(value.shape)}, config.json's network needs "
-                             f"{tuple(own[key].shape)}")
-    policy.load_state_dict(state, strict=False)
+    load_matching(policy, state, str(weights_file), "config.json's network", optional=("norm_",))
     return policy.to(device).eval()

@@ -154,6 +154,8 @@ CASES = {
                                        "not finite")),
     "gpc_checkpoint_weights_truncated": (lambda p, t: small_eval(compose_arg(_truncated_copy(p["a"], t), p["b"])),
                                          ("model.safetensors: not a readable safetensors file",)),
+    "gpc_checkpoint_missing_a_tensor": (lambda p, t: small_eval(compose_arg(_without_a_tensor(p["a"], t), p["b"])),
+                                        ("model.safetensors: tensors do not match config.yaml's network: missing",)),
 }
 
 
@@ -165,6 +167,16 @@ def _truncate_weights(folder):
 def _truncated_copy(checkpoint, tmp):
     folder = shutil.copytree(checkpoint, tmp / "truncated")
     _truncate_weights(folder)
+    return folder
+
+
+def _without_a_tensor(checkpoint, tmp):
+    from safetensors.numpy import load_file, save_file
+
+    folder = shutil.copytree(checkpoint, tmp / "short")
+    tensors = load_file(str(folder / "model.safetensors"))
+    del tensors[next(k for k in sorted(tensors) if not k.startswith("normalizer."))]
+    save_file(tensors, str(folder / "model.safetensors"))
     return folder
 
 
