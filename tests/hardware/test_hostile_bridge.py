@@ -6,26 +6,14 @@ import time
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
-from gpc.app.cli import CONFIG_DIR
 from gpc.hardware.robot import RobotConnectionError, RosRobot
-from gpc.hardware.robot_config import robot_config
 from gpc.hardware.safety import SafetyLayer
+
+from .helpers import sim_arm
 
 pytest.importorskip("roslibpy")
 pytest.importorskip("pybullet")
-
-
-def sim_arm(**changes):
-    raw = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "robot" / "sim_arm.yaml"))
-    for key, value in changes.items():
-        node = raw
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return robot_config(raw, "sim_arm.yaml")
 
 
 @pytest.fixture
