@@ -27,14 +27,6 @@ PROJECT_ROOT = PACKAGE_ROOT.parent  # a source checkout: checkpoints/, data/ and
 __all__ = ["ConfigError", "Composition", "ParentEntry", "load_composer", "load_composition"]
 
 
-def integer_setting(config: DictConfig, key: str, source: str, minimum: int = 1) -> int:
-    """An integer setting (dotted `key`), refused below `minimum` or when not an integer."""
-    value = OmegaConf.select(config, key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{source}: {key}: need an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def resolve_path(path: str, base: Path | None = None) -> Path:
     """Relative paths are tried from the working directory, then from `base` (a composition file's folder),
     then where gpc's shipped checkpoints and data are: inside an installed package, or in a source checkout."""
