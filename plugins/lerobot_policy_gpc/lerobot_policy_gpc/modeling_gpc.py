@@ -12,7 +12,7 @@ import torch
 from lerobot.policies.pretrained import PreTrainedPolicy
 from torch import Tensor, nn
 
-from gpc.app.config import ConfigError, load_composer, resolve_path, weight_candidates
+from gpc.app.config import ConfigError, load_composer, weight_candidates
 from gpc.app.yaml_file import load_yaml
 from gpc.core.composer import Composer
 from gpc.core.operators import WeightSchedule
@@ -26,11 +26,8 @@ def load_composition(config: GpcConfig) -> tuple[Composer, WeightSchedule]:
     if not path.is_file():
         raise ConfigError(f"--policy.composition: {config.composition}: no such composition file")
     document = load_yaml(path, "composition")
-    for entry in document.get("parents") or []:
-        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
-            entry["path"] = str(resolve_path(entry["path"], path.resolve().parent))
     document["device"] = str(config.device)
-    composer = load_composer(document, str(path))
+    composer = load_composer(document, str(path), base=path.resolve().parent)
     if config.weights is not None:
         weights = weight_candidates(list(config.weights), len(composer.parents), "--policy", "weights")
     else:
