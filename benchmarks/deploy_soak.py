@@ -55,6 +55,7 @@ def main() -> None:
     # recording them does not count as growth of this process.
     capacity = int(args.minutes * 60 * 50 * 1.2) + 1000
     received, positions = np.full(capacity, np.nan), np.full((capacity, len(sim.joint_names)), np.nan)
+    stalls = np.zeros(capacity)  # how long the arm's loop had not run before it read each command
     count = 0
     done = threading.Event()
 
@@ -62,7 +63,7 @@ def main() -> None:
         """The commands received since the last fetch (the simulator keeps the last 5000)."""
         nonlocal count
         for command in sim.commands(count):
-            received[count], positions[count] = command.received, command.positions
+            received[count], positions[count], stalls[count] = command.received, command.positions, command.stall
             count += 1
 
     def sample():
@@ -111,7 +112,9 @@ def main() -> None:
          + f" ms; {int((gaps > 1.5 * limits.period).sum())} over 1.5 periods"),
         ("fastest step on arrival", f"{ratio.max():.3f} x the velocity limit (step / arrival gap; "
                                     f"{int((ratio > 1).sum())} steps over 1x)"),
-        ("arm's receive times", "real-time scheduled" if realtime else "normally scheduled (late under load)"),
+        ("arm's receive times", ("real-time scheduled" if realtime else "normally scheduled (late under load)")
+         + f"; {int((stalls[:count] > 0).sum())} read after a stall of its loop (longest "
+           f"{stalls[:count].max(initial=0) * 1e3:.1f} ms)"),
         ("chunks", summary["chunks"]),
         ("chunk latency p50/p95/p99", " / ".join(f"{latency[k]:.1f}" for k in ("p50", "p95", "p99")) + " ms"),
         ("inference p50/p95/p99", " / ".join(f"{compute[k]:.1f}" for k in ("p50", "p95", "p99")) + " ms"),

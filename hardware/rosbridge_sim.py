@@ -8,11 +8,13 @@ real time under position control, publishes `sensor_msgs/JointState` and an e-st
 commands as `std_msgs/Float64MultiArray` or one-point `trajectory_msgs/JointTrajectory`. Messages published
 by one client are routed to the others, so an e-stop node or a monitor works as on a ROS graph.
 
-Tests drive faults through hooks: `drop_connections`, `stall`, `publish` (e.g. an e-stop), `estop_heartbeat`,
-`refuse_subscription`, `joint_state_fault` (frozen, backwards, stale or future stamps, list-shaped messages),
-`send_text`, `send_binary` and `send_large` (raw frames); `commands` records every command received, with
-its receive time and the arm's position at that moment. `SimProcess` runs the simulator in a child process
-behind the same hooks, so that its receive times are not skewed by the client's threads sharing a GIL.
+Tests drive faults through hooks: `drop_connections`, `stall`, `hold_loop`, `publish` (e.g. an e-stop),
+`estop_heartbeat`, `refuse_subscription`, `joint_state_fault` (frozen, backwards, stale or future stamps,
+list-shaped messages), `send_text`, `send_binary` and `send_large` (raw frames); `commands` records every
+command received, with its receive time, the arm's position at that moment and how long the server's loop
+had not run before it read the command (a receive time is late by up to that much: the loop watches itself).
+`SimProcess` runs the simulator in a child process behind the same hooks, so that its receive times are not
+skewed by the client's threads sharing a GIL.
 
     python -m gpc.hardware.rosbridge_sim --port 9090 [--camera jpeg]
 """
@@ -31,7 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -44,19 +46,25 @@ ARRAY_COMMAND = "std_msgs/Float64MultiArray"
 TRAJECTORY_COMMAND = "trajectory_msgs/JointTrajectory"
 CAMERA_TYPES = {"jpeg": "sensor_msgs/CompressedImage", "raw": "sensor_msgs/Image"}
 JOINT_STATE_FAULTS = (None, "freeze", "backwards", "stamp_offset", "list")
+# s: the loop's watch wakes this often; a longer absence is recorded as a stall, and a command read up to
+# STALL_REACH after a stall ended may have waited through it (the loop resumes its callbacks in any order).
+STALL = 0.002
+STALL_REACH = 0.005
 
 
 @dataclass(frozen=True)
 class ReceivedCommand:
     """One command as the arm got it: `received` is time.monotonic() at receipt, `measured` the arm's joint
     positions at the last simulation tick before, `applied` False when it was refused (malformed or
-    non-finite)."""
+    non-finite), `stall` how long the server's loop had gone without running when it read the command (s;
+    0 when it ran within STALL: the receive time may be late by that much, not more)."""
 
     received: float
     positions: np.ndarray
     measured: np.ndarray
     message_type: str
     applied: bool
+    stall: float = 0.0
 
 
 class ArmSim:
@@ -199,6 +207,7 @@ class RosbridgeSim:
         self.estop_topic, self.estop_rate_hz = estop_topic, estop_rate_hz
         self._lock = threading.Condition()
         self._commands: deque[ReceivedCommand] = deque(maxlen=record_limit)
+        self._stalls: deque[tuple[float, float]] = deque(maxlen=record_limit)  # (last seen running, running again)
         self._command_total = 0
         self._estop_beating = estop_topic is not None
         self._refused: set[str] = set()
@@ -268,6 +277,11 @@ class RosbridgeSim:
         """Publish as a ROS node would, e.g. a latched e-stop: `publish("/estop", {"data": True}, latch=True)`."""
         self._call(lambda: self._route(None, topic, msg, latch))
 
+    def hold_loop(self, seconds: float) -> None:
+        """Hold the server's loop for `seconds`, as a long callback or a paused process would: what arrives
+        meanwhile is read late (and its command's `stall` says so)."""
+        self._call(lambda: time.sleep(seconds))
+
     def estop_heartbeat(self, beating: bool) -> None:
         """Stop (or resume) the e-stop heartbeat, as an e-stop node that hangs or is unplugged."""
         with self._lock:
@@ -293,23 +307,33 @@ class RosbridgeSim:
         self._call(lambda: self._broadcast_all(text))
 
     def send_binary(self, size: int, text_frame: bool = False) -> None:
-        """One frame of `size` random bytes to every client: a binary frame (rosbridge's JSON protocol sends
+        """One frame of `size` bytes 0xff to every client: a binary frame (rosbridge's JSON protocol sends
         text), or with `text_frame` a text frame that is not UTF-8."""
-        self._call(lambda: self._broadcast_all(b"\xff" + os.urandom(size - 1), text_frame))
+        junk = b"\xff" * size
+        self._call(lambda: self._broadcast_all(junk, text_frame))
 
     def send_large(self, topic: str, size: int) -> None:
         """One publish message of about `size` bytes on `topic`, a list of numbers (the costliest JSON to decode),
-        sent a 64 KiB frame at a time: neither building nor sending it holds up the server's loop."""
+        sent a 64 KiB frame at a time, giving the loop back after each: neither building nor sending it holds up
+        the server's loop (sent at once, 16 MB held it ~10 ms)."""
         head = json.dumps({"op": "publish", "topic": topic, "msg": {"data": []}})[:-3].encode()
         chunk = b"0.5, " * 13107
         fragments = [head] + [chunk] * max((size - len(head)) // len(chunk), 1) + [b"0.5]}}"]
-        self._call(lambda: [asyncio.ensure_future(c.ws.send(fragments, text=True)) for c in self._clients])
+
+        async def one_at_a_time():
+            for fragment in fragments:
+                yield fragment
+                await asyncio.sleep(0)
+
+        self._call(lambda: [asyncio.ensure_future(c.ws.send(one_at_a_time(), text=True)) for c in self._clients])
 
     def commands(self, start: int = 0) -> list[ReceivedCommand]:
         """The commands received, from the `start`-th one on (counting every command ever received)."""
         with self._lock:
             first = self._command_total - len(self._commands)
-            return list(self._commands)[max(start - first, 0):]
+            commands, stalls = list(self._commands)[max(start - first, 0):], np.array(self._stalls).reshape(-1, 2)
+        waited = waited_through(stalls, np.array([c.received for c in commands]))
+        return [replace(c, stall=float(w)) for c, w in zip(commands, waited)]
 
     def wait_for_commands(self, count: int, timeout: float) -> bool:
         """Block until at least `count` commands were received (in total); False on timeout."""
@@ -363,10 +387,11 @@ class RosbridgeSim:
         try:
             async with serve(self._serve, self.host, self.port, compression=None) as server:
                 self.port = server.sockets[0].getsockname()[1]
-                ticker = asyncio.create_task(self._tick_forever())
+                tasks = [asyncio.create_task(self._tick_forever()), asyncio.create_task(self._watch_loop())]
                 self._ready.set()
                 await self._stop.wait()
-                ticker.cancel()
+                for task in tasks:
+                    task.cancel()
         finally:
             self._arm.close()
 
@@ -510,6 +535,18 @@ class RosbridgeSim:
                 next_tick = time.monotonic()
             await asyncio.sleep(max(delay, 0.0))
 
+    async def _watch_loop(self) -> None:
+        """Record each stretch longer than STALL in which the loop did not run (a long callback, a pause of the
+        process): what came in meanwhile was read late, and its receive time says so only through this."""
+        seen = time.monotonic()
+        while True:
+            await asyncio.sleep(STALL / 2)
+            now = time.monotonic()
+            if now - seen > STALL:
+                with self._lock:
+                    self._stalls.append((seen, now))
+            seen = now
+
     def _joint_state(self, positions, velocities, efforts, fault: str | None, value: float, period: float) -> Any:
         last = self._last_joint_state
         if fault == "freeze" and last is not None:
@@ -523,9 +560,9 @@ class RosbridgeSim:
         return self._last_joint_state
 
 
-REMOTE = ("drop_connections", "stall", "publish", "estop_heartbeat", "refuse_subscription", "joint_state_fault",
-          "send_text", "send_binary", "send_large", "commands", "wait_for_commands", "wait_for_clients",
-          "joint_positions")
+REMOTE = ("drop_connections", "stall", "hold_loop", "publish", "estop_heartbeat", "refuse_subscription",
+          "joint_state_fault", "send_text", "send_binary", "send_large", "commands", "wait_for_commands",
+          "wait_for_clients", "joint_positions")
 
 
 class SimProcess:
@@ -592,12 +629,23 @@ class SimProcess:
             if name == "commands":
                 return [ReceivedCommand(c["received"], np.asarray(c["positions"], dtype=np.float64),
                                         np.asarray(c["measured"], dtype=np.float64), c["message_type"],
-                                        c["applied"]) for c in reply["result"]]
+                                        c["applied"], c["stall"]) for c in reply["result"]]
             if name == "joint_positions":
                 return np.asarray(reply["result"], dtype=np.float64)
             return reply["result"]
 
         return call
+
+
+def waited_through(stalls: np.ndarray, received: np.ndarray) -> np.ndarray:
+    """For each receive time, the longest of the loop's stalls (rows in time order: last seen running,
+    running again) that the command may have waited through: one it was read during, or up to STALL_REACH
+    after. Stalls do not overlap, so those are the rows from the first ending at or after `received -
+    STALL_REACH` up to the last starting at or before `received`."""
+    first = np.searchsorted(stalls[:, 1], received - STALL_REACH, side="left")
+    last = np.searchsorted(stalls[:, 0], received, side="right")
+    lengths = stalls[:, 1] - stalls[:, 0]
+    return np.array([lengths[i:j].max(initial=0.0) for i, j in zip(first, last)])
 
 
 def serve_requests(sim: RosbridgeSim, realtime: bool) -> None:
@@ -614,7 +662,7 @@ def serve_requests(sim: RosbridgeSim, realtime: bool) -> None:
             continue
         if request["method"] == "commands":
             result = [{"received": c.received, "positions": c.positions.tolist(), "measured": c.measured.tolist(),
-                       "message_type": c.message_type, "applied": c.applied} for c in result]
+                       "message_type": c.message_type, "applied": c.applied, "stall": c.stall} for c in result]
         elif isinstance(result, np.ndarray):
             result = result.tolist()
         print(json.dumps({"result": result}), flush=True)

@@ -10,9 +10,10 @@ import pytest
 
 SOURCE = "configs/deploy.yaml"
 OUR_THREADS = ("rosbridge-sim", "gpc-policy", "gpc-watchdog", "gpc-decode", "roslibpy-asyncio")
-# s: how much later than its write the arm's side may stamp a command. The simulated arm runs with real-time
-# scheduling where allowed (measured here, load 8 on 2 cores: at most 0.6 ms late); without it, a loaded
-# machine delayed its reading by up to 27 ms.
+# s: how much later than its write the arm's side may stamp a command, beyond the stalls its loop measured
+# (ReceivedCommand.stall; shorter ones go unrecorded). The simulated arm runs with real-time scheduling where
+# allowed (measured here, load 8 on 2 cores: at most 0.6 ms late); without it, a loaded machine delayed its
+# reading by up to 27 ms.
 JITTER = {True: 0.002, False: 0.03}
 
 
@@ -94,20 +95,22 @@ def start_deploy():
 def check_arrivals(commands, limits, jitter: float) -> None:
     """The limits as the arm received the commands, from their arrival times: each step within the velocity
     limit times the time since the previous command arrived, and the speed rising by at most the acceleration
-    limit times that time (from rest after a reversal). Arrival times may be late by up to `jitter` seconds,
-    so speeds are bounded from below (gap + jitter) for the step checked and from above (gap - jitter) for
-    the one before it."""
+    limit times that time (from rest after a reversal). A command's arrival time may be late by `jitter`
+    seconds plus the stall the arm's loop measured before reading it; a late stamp on the earlier command of
+    a step shortens its gap, on the later one lengthens it, so the speed of the step checked is bounded from
+    below and that of the step before from above."""
     received = np.array([c.received for c in commands])
+    late = jitter + np.array([c.stall for c in commands])[:, None]
     steps = np.diff(np.stack([c.positions for c in commands]), axis=0)
     gaps = np.diff(received)[:, None]
-    too_fast = np.abs(steps) > limits.velocity * (gaps + jitter) + 1e-9
+    longest, shortest = gaps + late[:-1], np.maximum(gaps - late[1:], 1e-4)
+    too_fast = np.abs(steps) > limits.velocity * longest + 1e-9
     assert not too_fast.any(), (f"{too_fast.any(axis=1).sum()} commands arrived faster than the velocity limit, "
                                 f"e.g. {np.abs(steps)[too_fast][0]:.4f} rad "
                                 f"{gaps[too_fast.any(axis=1)][0, 0] * 1e3:.2f} ms after the previous one")
-    low = np.abs(steps) / (gaps + jitter)
-    high = np.abs(steps) / np.maximum(gaps - jitter, 1e-4)
+    low, high = np.abs(steps) / longest, np.abs(steps) / shortest
     base = np.where(np.sign(steps[1:]) == np.sign(steps[:-1]), high[:-1], 0.0)
-    rising = low[1:] > base + limits.acceleration * (gaps[1:] + jitter) + 1e-9
+    rising = low[1:] > base + limits.acceleration * longest[1:] + 1e-9
     if rising.any():
         k, j = np.argwhere(rising)[0]
         raise AssertionError(f"joint {j}: speed rose faster than the acceleration limit at command {k + 2}: steps "

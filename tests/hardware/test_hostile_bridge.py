@@ -2,6 +2,7 @@
 simulated arm in a process of its own stamping every command it receives: what the arm gets, and when."""
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from gpc.hardware.robot import RobotConnectionError, RosRobot
 from gpc.hardware.safety import SafetyLayer
 
+from .conftest import JITTER, check_arrivals
 from .helpers import sim_arm
 
 pytest.importorskip("roslibpy")
@@ -61,6 +63,44 @@ def test_late_ticks_and_bunched_sends_stay_within_the_limits_as_the_arm_receives
     assert gaps.min() >= limits.min_interval - 0.002  # nothing closer than min_command_interval_s (2 ms jitter)
     # the stalls and bunched ticks replaced waiting commands; the ticks 1 and 5 ms after a late one sent nothing
     assert robot.outbox.withdrawn >= 3 and layer.too_soon >= 2
+
+
+def test_a_command_read_late_carries_the_stall_it_waited_through(sim, robot):
+    """The arm's receive times are the measurement: when its loop is held, a command written meanwhile is
+    read late, and the stall the arm reports covers that lateness."""
+    layer = SafetyLayer(robot.config.limits, robot)
+    first = len(sim.commands())
+    layer.step(robot.latest_joint_positions()[0])
+    assert sim.wait_for_commands(first + 1, 5)
+    holding = threading.Thread(target=sim.hold_loop, args=(0.06,))
+    holding.start()
+    time.sleep(0.02)
+    time.sleep(max(robot.claim().written + robot.config.period - time.monotonic(), 0.0))
+    layer.step(robot.latest_joint_positions()[0])
+    holding.join()
+    assert sim.wait_for_commands(first + 2, 5)
+    written, late = robot.claim().written, sim.commands(first + 1)[0]
+    assert late.received - written > 0.02  # it was read late ...
+    assert late.received - written <= late.stall + JITTER[sim.realtime]  # ... and the arm says by up to how much
+    assert late.stall >= 0.03
+
+
+def test_bunched_arrivals_fail_the_check_unless_the_arm_was_stalled():
+    """check_arrivals, on commands made up here: two full velocity steps 1 ms apart break the limit as
+    received; the same receive times pass when the arm reports that its loop was stalled before the second."""
+    from gpc.hardware.rosbridge_sim import ReceivedCommand
+
+    limits = sim_arm().limits
+    step = limits.velocity * limits.period
+
+    def arrivals(stall):
+        times, positions = [0.0, 0.02, 0.021], [np.zeros(limits.dof), step / 2, step * 1.5]
+        return [ReceivedCommand(t, q, q, "std_msgs/Float64MultiArray", True, s)
+                for t, q, s in zip(times, positions, [0.0, stall, 0.0])]
+
+    with pytest.raises(AssertionError, match="faster than the velocity limit"):
+        check_arrivals(arrivals(0.0), limits, JITTER[True])
+    check_arrivals(arrivals(0.02), limits, JITTER[True])
 
 
 def test_no_message_a_bridge_sends_raises_or_drops_the_connection(sim, robot, caplog):
