@@ -67,7 +67,6 @@ def compose(config_name: str, overrides: list[str]):
 def _hydra_message(message: str, config_name: str, hydra_compose) -> str:
     """Hydra's first line says what, not which file or what would work: add both."""
     import difflib
-    import re
 
     from omegaconf import OmegaConf
 

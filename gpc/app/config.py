@@ -16,7 +16,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from gpc.app.schema import ConfigError, check
 from gpc.app.schemas import Composition, ParentEntry
-from gpc.core.acceleration import FastPath
 from gpc.core.composer import Composer, CompositionError
 from gpc.core.contract import ParentView, first_non_finite
 from gpc.core.operators import OperatorConfig, WeightSchedule
@@ -223,11 +222,6 @@ def operator_config(value: Any, source: str) -> OperatorConfig:
     if isinstance(value, OperatorConfig):
         return value
     return check(OperatorConfig, {"name": value} if isinstance(value, str) else value, source, "operator")
-
-
-def fast_path_config(value: Any, source: str) -> FastPath:
-    """`fast: {fuse, compile, precision}`; absent means the measured defaults."""
-    return check(FastPath, value or {}, source, "fast")
 
 
 def read_composition(config: Any, source: str) -> Composition:

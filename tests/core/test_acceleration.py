@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpc.app.config import ConfigError, fast_path_config
+from gpc.app.config import ConfigError, read_composition
 from gpc.core.acceleration import FastPath, fusion_groups
 from gpc.core.composer import Composer, make_generators
 from gpc.core.normalizer import Normalizer
@@ -73,8 +73,11 @@ def test_compiled_parents_give_the_plain_actions():
 
 
 def test_fast_path_config_errors_name_the_field():
-    assert fast_path_config(None, "compose") == FastPath()
+    def fast(value):
+        return read_composition({"parents": [{"path": "p"}], "weights": [1.0], "fast": value}, "compose").fast
+
+    assert read_composition({"parents": [{"path": "p"}], "weights": [1.0]}, "compose").fast == FastPath()
     with pytest.raises(ConfigError, match="compose: fast.precision: must be one of"):
-        fast_path_config({"precision": "int8"}, "compose")
+        fast({"precision": "int8"})
     with pytest.raises(ConfigError, match="compose: fast.fused: unknown key; did you mean 'fuse'"):
-        fast_path_config({"fused": True}, "compose")
+        fast({"fused": True})
