@@ -350,11 +350,6 @@ class RosbridgeSim:
         with self._lock:
             return self._positions.copy()
 
-    @property
-    def client_count(self) -> int:
-        with self._lock:
-            return len(self._clients)
-
     def _call(self, function) -> None:
         """Run `function` on the loop thread and wait for it."""
         if self._loop is None or self._loop.is_closed():
